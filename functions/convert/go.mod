@@ -1,0 +1,3 @@
+module mp3converter/functions/convert
+
+go 1.26

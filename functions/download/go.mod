@@ -1,0 +1,3 @@
+module mp3converter/functions/download
+
+go 1.26

@@ -1,0 +1,3 @@
+module mp3converter/functions/login
+
+go 1.26

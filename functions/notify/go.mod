@@ -1,0 +1,3 @@
+module mp3converter/functions/notify
+
+go 1.26

@@ -1,0 +1,3 @@
+module mp3converter/functions/upload
+
+go 1.26

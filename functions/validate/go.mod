@@ -1,0 +1,3 @@
+module mp3converter/functions/validate
+
+go 1.26

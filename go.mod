@@ -1,0 +1,3 @@
+module mp3converter
+
+go 1.26
