@@ -1,0 +1,96 @@
+// Package embedded starts the stand-ins the local stack uses when no real
+// service is configured: a MySQL-protocol server (go-mysql-server, in memory)
+// and a MongoDB-protocol server (FerretDB on SQLite files). Both are real
+// servers on loopback: the functions talk to them with their ordinary drivers.
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+	sqle "github.com/dolthub/go-mysql-server"
+	"github.com/dolthub/go-mysql-server/memory"
+	"github.com/dolthub/go-mysql-server/server"
+	"github.com/dolthub/go-mysql-server/sql"
+	"github.com/go-sql-driver/mysql"
+)
+
+// MySQL is a running in-memory MySQL-protocol server.
+type MySQL struct {
+	DSN    string // for go-sql-driver/mysql, database "auth"
+	server *server.Server
+}
+
+// StartMySQL serves an in-memory MySQL on addr (e.g. "127.0.0.1:0") with
+// the user root and no password. Its data lives as long as the process.
+func StartMySQL(addr string) (*MySQL, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded mysql: %w", err)
+	}
+	provider := memory.NewDBProvider(memory.NewDatabase("auth"))
+	engine := sqle.NewDefault(provider)
+	srv, err := server.NewServer(server.Config{Protocol: "tcp", Listener: ln},
+		engine, sql.NewContext, memory.NewSessionBuilder(provider), nil)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("embedded mysql: %w", err)
+	}
+	go srv.Start()
+
+	cfg := mysql.NewConfig()
+	cfg.User = "root"
+	cfg.Net = "tcp"
+	cfg.Addr = ln.Addr().String()
+	cfg.DBName = "auth"
+	cfg.ParseTime = true
+	return &MySQL{DSN: cfg.FormatDSN(), server: srv}, nil
+}
+
+// Close stops the server; the data is gone.
+func (m *MySQL) Close() error { return m.server.Close() }
+
+// MongoDB is a running FerretDB.
+type MongoDB struct {
+	URI  string
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// StartMongoDB serves FerretDB on addr with its SQLite files in dir, which
+// keeps the data across restarts.
+func StartMongoDB(addr, dir string) (*MongoDB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded mongodb: %w", err)
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: addr},
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/",
+		// FerretDB logs every error reply with a full dump at WARN; the
+		// functions report what matters themselves.
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded mongodb: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &MongoDB{stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		f.Run(ctx)
+	}()
+	m.URI = f.MongoDBURI() // waits until the listener is up
+	return m, nil
+}
+
+// Close stops FerretDB and waits for it to close its files.
+func (m *MongoDB) Close() error {
+	m.stop()
+	<-m.done
+	return nil
+}
