@@ -1,0 +1,753 @@
+package function
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+)
+
+const (
+	adminEmail = "admin@example.com"
+	bobEmail   = "bob@example.com"
+	carolEmail = "carol@example.com"
+	password   = "correct horse battery"
+)
+
+var testKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+func pkcs1PEM(k *rsa.PrivateKey) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+}
+
+func pkcs8PEM(t *testing.T, k any) string {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+// baseConfig is an RS256 configuration against dsn with the cheapest bcrypt.
+func baseConfig(dsn string) map[string]string {
+	return map[string]string{
+		"MYSQL_DSN":       dsn,
+		"JWT_PRIVATE_KEY": pkcs1PEM(testKey()),
+		"BCRYPT_COST":     strconv.Itoa(bcrypt.MinCost),
+	}
+}
+
+// startFunction starts a Function (after prepare, if given) and serves it over real HTTP.
+func startFunction(t *testing.T, cfg map[string]string, prepare ...func(*Function)) (*Function, *httptest.Server) {
+	t.Helper()
+	f := New()
+	for _, p := range prepare {
+		p(f)
+	}
+	if err := f.Start(context.Background(), cfg); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+func addUser(t *testing.T, f *Function, email string, admin bool) User {
+	t.Helper()
+	u, err := AddUser(context.Background(), f.db, email, password, admin, bcrypt.MinCost)
+	if err != nil {
+		t.Fatalf("AddUser(%s): %v", email, err)
+	}
+	return u
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type = %q, want application/json (body %q)", ct, r.body)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(r.body), &m); err != nil {
+		t.Fatalf("body %q: %v", r.body, err)
+	}
+	return m
+}
+
+func do(t *testing.T, req *http.Request) response {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{res.StatusCode, res.Header, string(b)}
+}
+
+// login posts Basic credentials; an empty email sends no Authorization header.
+func login(t *testing.T, base, email, pw string) response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/login", nil)
+	if email != "" {
+		req.SetBasicAuth(email, pw)
+	}
+	return do(t, req)
+}
+
+func loginToken(t *testing.T, base, email string) string {
+	t.Helper()
+	r := login(t, base, email, password)
+	if r.status != http.StatusOK {
+		t.Fatalf("login %s: %d %s", email, r.status, r.body)
+	}
+	return r.json(t)["access_token"].(string)
+}
+
+func call(t *testing.T, method, url, token, body string) response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return do(t, req)
+}
+
+const invalidCredentials = `{"error":"invalid email or password"}` + "\n"
+
+func TestLoginCredentials(t *testing.T) {
+	cfg := baseConfig(testDSN(t))
+	cfg["LOGIN_MAX_IP_FAILURES"] = "0" // this test is about answers, not the limiter
+	f, srv := startFunction(t, cfg)
+	addUser(t, f, bobEmail, false)
+
+	cases := []struct {
+		name   string
+		header string // raw Authorization header; "" sends none
+		status int
+	}{
+		{"right password", basic(bobEmail, password), 200},
+		{"email in other case", basic("Bob@Example.COM", password), 200},
+		{"wrong password", basic(bobEmail, "wrong password"), 401},
+		{"unknown user", basic("nobody@example.com", password), 401},
+		{"empty password", basic(bobEmail, ""), 401},
+		{"password beyond 72 bytes with the right prefix", basic(bobEmail, password+strings.Repeat("x", 72-len(password))+"tail"), 401},
+		{"not an email", basic("bob", password), 401},
+		{"no Authorization header", "", 401},
+		{"Basic not base64", "Basic !!!", 401},
+		{"Basic without colon", "Basic " + base64.StdEncoding.EncodeToString([]byte(bobEmail)), 401},
+		{"empty email", basic("", password), 401},
+		{"Bearer scheme", "Bearer abc", 401},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+			if c.header != "" {
+				req.Header.Set("Authorization", c.header)
+			}
+			r := do(t, req)
+			if r.status != c.status {
+				t.Fatalf("status %d, want %d: %s", r.status, c.status, r.body)
+			}
+			if c.status == 200 {
+				m := r.json(t)
+				if m["token_type"] != "Bearer" || m["expires_in"] != float64(86400) || m["access_token"] == "" {
+					t.Errorf("body %v", m)
+				}
+				return
+			}
+			if got := r.header.Get("WWW-Authenticate"); got != `Basic realm="mp3converter"` {
+				t.Errorf("WWW-Authenticate = %q", got)
+			}
+			if r.body != invalidCredentials {
+				t.Errorf("body %q, want %q (the same for every failure)", r.body, invalidCredentials)
+			}
+			r.json(t)
+		})
+	}
+	// Unknown users cost the same bcrypt work as known ones.
+	if c, err := bcrypt.Cost(f.dummyHash); err != nil || c != f.cost {
+		t.Errorf("dummy hash cost %d (%v), want %d", c, err, f.cost)
+	}
+}
+
+func basic(user, pw string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))
+}
+
+func TestTokenContract(t *testing.T) {
+	k := testKey()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(keyFile, []byte(pkcs8PEM(t, k)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.Repeat("s", 32)
+	cases := []struct {
+		name   string
+		keys   map[string]string
+		alg    string
+		verify any
+	}{
+		{"RS256 PKCS#1", map[string]string{"JWT_PRIVATE_KEY": pkcs1PEM(k)}, "RS256", &k.PublicKey},
+		{"RS256 PKCS#8", map[string]string{"JWT_PRIVATE_KEY": pkcs8PEM(t, k)}, "RS256", &k.PublicKey},
+		{"RS256 PEM on one line", map[string]string{"JWT_PRIVATE_KEY": strings.ReplaceAll(pkcs1PEM(k), "\n", `\n`)}, "RS256", &k.PublicKey},
+		{"RS256 key file", map[string]string{"JWT_PRIVATE_KEY_FILE": keyFile}, "RS256", &k.PublicKey},
+		{"HS256 secret", map[string]string{"JWT_SECRET": secret}, "HS256", []byte(secret)},
+		{"HS256 wins over a private key", map[string]string{"JWT_SECRET": secret, "JWT_PRIVATE_KEY": pkcs1PEM(k)}, "HS256", []byte(secret)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := baseConfig(testDSN(t))
+			delete(cfg, "JWT_PRIVATE_KEY")
+			for k, v := range c.keys {
+				cfg[k] = v
+			}
+			cfg["JWT_TTL"] = "90m"
+			cfg["JWT_ISSUER"] = "iss-test"
+			cfg["JWT_AUDIENCE"] = "aud-test"
+			f, srv := startFunction(t, cfg)
+			u := addUser(t, f, adminEmail, true)
+
+			r := login(t, srv.URL, adminEmail, password)
+			if r.status != 200 {
+				t.Fatalf("login: %d %s", r.status, r.body)
+			}
+			if r.header.Get("Cache-Control") != "no-store" {
+				t.Errorf("Cache-Control = %q", r.header.Get("Cache-Control"))
+			}
+			m := r.json(t)
+			if m["expires_in"] != float64(5400) || m["token_type"] != "Bearer" {
+				t.Errorf("body %v", m)
+			}
+			var claims struct {
+				Username string `json:"username"`
+				Admin    bool   `json:"admin"`
+				jwt.RegisteredClaims
+			}
+			tok, err := jwt.ParseWithClaims(m["access_token"].(string), &claims,
+				func(*jwt.Token) (any, error) { return c.verify, nil },
+				jwt.WithValidMethods([]string{c.alg}), jwt.WithIssuer("iss-test"), jwt.WithAudience("aud-test"),
+				jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+			if err != nil {
+				t.Fatalf("token does not verify: %v", err)
+			}
+			wantKid := ""
+			if c.alg == "RS256" {
+				wantKid = thumbprint(&k.PublicKey)
+			}
+			if kid, _ := tok.Header["kid"].(string); kid != wantKid {
+				t.Errorf("kid %q, want %q", kid, wantKid)
+			}
+			if claims.Username != adminEmail || !claims.Admin || claims.Subject != strconv.FormatInt(u.ID, 10) {
+				t.Errorf("claims %+v", claims)
+			}
+			if len(claims.ID) != 32 || strings.Trim(claims.ID, "0123456789abcdef") != "" {
+				t.Errorf("jti %q, want 128-bit hex", claims.ID)
+			}
+			if claims.NotBefore == nil || !claims.NotBefore.Equal(claims.IssuedAt.Time) ||
+				claims.ExpiresAt.Sub(claims.IssuedAt.Time) != 90*time.Minute {
+				t.Errorf("iat %v nbf %v exp %v", claims.IssuedAt, claims.NotBefore, claims.ExpiresAt)
+			}
+			// The raw payload carries exactly the contract's claims, aud as an array.
+			var raw map[string]any
+			payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(m["access_token"].(string), ".")[1])
+			json.Unmarshal(payload, &raw)
+			for _, name := range []string{"username", "admin", "iat", "exp", "nbf", "sub", "iss", "aud", "jti"} {
+				if _, ok := raw[name]; !ok {
+					t.Errorf("claim %s missing from %s", name, payload)
+				}
+			}
+			if len(raw) != 9 {
+				t.Errorf("payload %s has extra claims", payload)
+			}
+			if aud, ok := raw["aud"].([]any); !ok || len(aud) != 1 || aud[0] != "aud-test" {
+				t.Errorf("aud %v", raw["aud"])
+			}
+		})
+	}
+}
+
+// The example of RFC 7638 §3.1.
+func TestThumbprintRFC7638(t *testing.T) {
+	n, _ := base64.RawURLEncoding.DecodeString("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
+	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537}
+	if got, want := thumbprint(pub), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
+		t.Errorf("thumbprint %q, want %q", got, want)
+	}
+}
+
+func TestStartConfigErrors(t *testing.T) {
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dsn := "root@tcp(127.0.0.1:1)/auth"
+	cases := []struct {
+		name string
+		edit func(map[string]string)
+		want string
+	}{
+		{"no MYSQL_DSN", func(c map[string]string) { delete(c, "MYSQL_DSN") }, "MYSQL_DSN is required"},
+		{"DSN without database", func(c map[string]string) { c["MYSQL_DSN"] = "root@tcp(127.0.0.1:1)/" }, "must name a database"},
+		{"unparsable DSN", func(c map[string]string) { c["MYSQL_DSN"] = "root@tcp(127.0.0.1:1" }, "MYSQL_DSN"},
+		{"no key", func(c map[string]string) { delete(c, "JWT_PRIVATE_KEY") }, "no signing key"},
+		{"short secret", func(c map[string]string) { c["JWT_SECRET"] = "too short" }, "at least 32 bytes"},
+		{"not PEM", func(c map[string]string) { c["JWT_PRIVATE_KEY"] = "hello" }, "no PEM block"},
+		{"public key PEM", func(c map[string]string) {
+			der, _ := x509.MarshalPKIXPublicKey(&testKey().PublicKey)
+			c["JWT_PRIVATE_KEY"] = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		}, "want RSA PRIVATE KEY"},
+		{"1024-bit key", func(c map[string]string) { c["JWT_PRIVATE_KEY"] = pkcs1PEM(small) }, "at least 2048"},
+		{"EC key", func(c map[string]string) { c["JWT_PRIVATE_KEY"] = pkcs8PEM(t, ec) }, "want an RSA key"},
+		{"missing key file", func(c map[string]string) {
+			delete(c, "JWT_PRIVATE_KEY")
+			c["JWT_PRIVATE_KEY_FILE"] = filepath.Join(t.TempDir(), "none.pem")
+		}, "JWT_PRIVATE_KEY_FILE"},
+		{"bad JWT_TTL", func(c map[string]string) { c["JWT_TTL"] = "1 day" }, "JWT_TTL"},
+		{"negative JWT_TTL", func(c map[string]string) { c["JWT_TTL"] = "-1h" }, "JWT_TTL"},
+		{"bad BCRYPT_COST", func(c map[string]string) { c["BCRYPT_COST"] = "99" }, "BCRYPT_COST"},
+		{"bad LOGIN_MAX_FAILURES", func(c map[string]string) { c["LOGIN_MAX_FAILURES"] = "many" }, "LOGIN_MAX_FAILURES"},
+		{"bad LOGIN_FAILURE_WINDOW", func(c map[string]string) { c["LOGIN_FAILURE_WINDOW"] = "0s" }, "LOGIN_FAILURE_WINDOW"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := baseConfig(dsn)
+			c.edit(cfg)
+			f := New()
+			err := f.Start(context.Background(), cfg)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Start error %v, want one mentioning %q", err, c.want)
+			}
+			if ready, _ := f.Ready(context.Background()); ready {
+				t.Error("Ready after a failed Start")
+			}
+		})
+	}
+}
+
+func TestServes503UntilStarted(t *testing.T) {
+	f := New()
+	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	defer srv.Close()
+	if ready, _ := f.Ready(context.Background()); ready {
+		t.Error("Ready before Start")
+	}
+	r := login(t, srv.URL, bobEmail, password)
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", r.status)
+	}
+	r.json(t)
+	if err := f.Start(context.Background(), baseConfig(testDSN(t))); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop(context.Background())
+	if ready, _ := f.Ready(context.Background()); !ready {
+		t.Error("not Ready after Start")
+	}
+	if r := login(t, srv.URL, bobEmail, password); r.status != http.StatusUnauthorized {
+		t.Errorf("after Start: %d %s", r.status, r.body)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	_, srv := startFunction(t, baseConfig(testDSN(t)))
+	cases := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/login", 405, "POST"},
+		{"PUT", "/login", 405, "POST"},
+		{"PATCH", "/users", 405, "GET, HEAD, POST"},
+		{"GET", "/users/bob@example.com", 405, "DELETE"},
+		{"POST", "/users/bob@example.com/password", 405, "PUT"},
+		{"GET", "/nowhere", 404, ""},
+		{"POST", "/login/extra", 404, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			r := call(t, c.method, srv.URL+c.path, "", "")
+			if r.status != c.status || r.header.Get("Allow") != c.allow {
+				t.Fatalf("%d Allow=%q, want %d Allow=%q", r.status, r.header.Get("Allow"), c.status, c.allow)
+			}
+			r.json(t)
+		})
+	}
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestLoginRateLimit(t *testing.T) {
+	type step struct {
+		email, pw string
+		status    int
+		advance   time.Duration // before the request
+		repeat    int
+	}
+	wrong := "wrong password"
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"per email: locked after 5 failures, password not even checked, free again after the window", []step{
+			{email: bobEmail, pw: wrong, status: 401, repeat: 5},
+			{email: bobEmail, pw: password, status: 429},
+			{email: bobEmail, pw: wrong, status: 429},
+			{email: carolEmail, pw: password, status: 200}, // other users are not affected
+			{email: bobEmail, pw: password, status: 429, advance: 14 * time.Minute},
+			{email: bobEmail, pw: password, status: 200, advance: time.Minute + time.Second},
+		}},
+		{"per email: a success clears the count", []step{
+			{email: bobEmail, pw: wrong, status: 401, repeat: 4},
+			{email: bobEmail, pw: password, status: 200},
+			{email: bobEmail, pw: wrong, status: 401, repeat: 5},
+			{email: bobEmail, pw: password, status: 429},
+		}},
+		{"per email: failures expire one by one", []step{
+			{email: bobEmail, pw: wrong, status: 401, repeat: 1},
+			{email: bobEmail, pw: wrong, status: 401, repeat: 4, advance: 10 * time.Minute},
+			{email: bobEmail, pw: password, status: 429},
+			{email: bobEmail, pw: password, status: 200, advance: 5*time.Minute + time.Second},
+		}},
+		{"unknown emails count too", []step{
+			{email: "ghost@example.com", pw: wrong, status: 401, repeat: 5},
+			{email: "ghost@example.com", pw: wrong, status: 429},
+			{email: "GHOST@example.com", pw: wrong, status: 429},
+		}},
+		{"per IP: locked after 20 failures across emails", []step{
+			{email: "", pw: wrong, status: 401, repeat: 20}, // "" = a new unknown email each time
+			{email: carolEmail, pw: password, status: 429},
+			{email: carolEmail, pw: password, status: 200, advance: 15*time.Minute + time.Second},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clock := &fakeClock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
+			f, srv := startFunction(t, baseConfig(testDSN(t)), func(f *Function) { f.limiter.now = clock.Now })
+			addUser(t, f, bobEmail, false)
+			addUser(t, f, carolEmail, false)
+			n := 0
+			for i, s := range c.steps {
+				clock.Advance(s.advance)
+				for range max(s.repeat, 1) {
+					email := s.email
+					if email == "" {
+						n++
+						email = "ghost" + strconv.Itoa(n) + "@example.com"
+					}
+					r := login(t, srv.URL, email, s.pw)
+					if r.status != s.status {
+						t.Fatalf("step %d (%s): status %d, want %d: %s", i, email, r.status, s.status, r.body)
+					}
+					if r.status == 429 {
+						if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 || ra > 900 {
+							t.Errorf("step %d: Retry-After %q", i, r.header.Get("Retry-After"))
+						}
+						if r.json(t)["error"] == "" {
+							t.Errorf("step %d: no error message", i)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	l := newLimiter(5, 20, 15*time.Minute)
+	l.now = clock.Now
+
+	// Parallel guesses cannot get past the limit: each counts from the start.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed := 0
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, ok := l.attempt("a@example.com", "10.0.0.1"); ok {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 5 {
+		t.Fatalf("%d parallel attempts allowed, want 5", allowed)
+	}
+	wait, ok := l.attempt("a@example.com", "10.0.0.1")
+	if ok || wait != 15*time.Minute {
+		t.Errorf("attempt: ok=%v wait=%v, want blocked for 15m", ok, wait)
+	}
+	clock.Advance(10 * time.Minute)
+	if wait, _ := l.attempt("a@example.com", "10.0.0.1"); wait != 5*time.Minute {
+		t.Errorf("wait %v, want 5m", wait)
+	}
+	// release gives a slot back (a store outage is not the user's fault).
+	l.release("a@example.com", "10.0.0.1")
+	if _, ok := l.attempt("a@example.com", "10.0.0.1"); !ok {
+		t.Error("attempt after release blocked")
+	}
+	// Expired keys are swept.
+	clock.Advance(16 * time.Minute)
+	l.attempt("b@example.com", "10.0.0.2")
+	l.mu.Lock()
+	keys := len(l.failures)
+	l.mu.Unlock()
+	if keys != 2 {
+		t.Errorf("%d keys after sweep, want 2 (only b's)", keys)
+	}
+	// Limits of 0 are off.
+	off := newLimiter(0, 0, time.Minute)
+	for range 100 {
+		if _, ok := off.attempt("c@example.com", "10.0.0.3"); !ok {
+			t.Fatal("disabled limiter blocked")
+		}
+	}
+}
+
+func TestMySQLDownAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+
+	gmsDSN := (&gmsServer{addr: addr}).dsn("auth")
+	f, srv := startFunction(t, baseConfig(gmsDSN))
+	if ready, _ := f.Ready(context.Background()); !ready {
+		t.Fatal("not Ready")
+	}
+	for i := range 8 { // more than the per-email limit: outages do not count as failures
+		r := login(t, srv.URL, bobEmail, password)
+		if r.status != http.StatusServiceUnavailable {
+			t.Fatalf("request %d while MySQL is down: %d %s", i, r.status, r.body)
+		}
+		r.json(t)
+	}
+	if r := call(t, "GET", srv.URL+"/users", "x.y.z", ""); r.status != http.StatusUnauthorized {
+		t.Errorf("bad token while MySQL is down: %d", r.status) // a bad token never needs the store
+	}
+
+	startGMS(t, addr) // MySQL comes up: the next request migrates
+	if r := login(t, srv.URL, bobEmail, password); r.status != http.StatusUnauthorized {
+		t.Fatalf("after MySQL came up: %d %s", r.status, r.body)
+	}
+	addUser(t, f, bobEmail, false)
+	if r := login(t, srv.URL, bobEmail, password); r.status != http.StatusOK {
+		t.Fatalf("login: %d %s", r.status, r.body)
+	}
+}
+
+func TestMySQLGoesDownAndComesBack(t *testing.T) {
+	gms := startGMS(t, "127.0.0.1:0")
+	f, srv := startFunction(t, baseConfig(gms.dsn("auth")))
+	addUser(t, f, adminEmail, true)
+	token := loginToken(t, srv.URL, adminEmail)
+
+	gms.stop()
+	for _, r := range []response{login(t, srv.URL, adminEmail, password), call(t, "GET", srv.URL+"/users", token, "")} {
+		if r.status != http.StatusServiceUnavailable {
+			t.Fatalf("MySQL down: %d %s", r.status, r.body)
+		}
+		if r.json(t)["error"] != "user store unavailable, try again" {
+			t.Errorf("body %s", r.body)
+		}
+	}
+
+	gms.restart(t)
+	if r := login(t, srv.URL, adminEmail, password); r.status != http.StatusOK {
+		t.Fatalf("MySQL back: %d %s", r.status, r.body)
+	}
+	if r := call(t, "GET", srv.URL+"/users", token, ""); r.status != http.StatusOK {
+		t.Fatalf("MySQL back: %d %s", r.status, r.body)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	f, srv := startFunction(t, baseConfig(testDSN(t)))
+	addUser(t, f, adminEmail, true)
+	addUser(t, f, bobEmail, false)
+	addUser(t, f, carolEmail, false)
+	admin := loginToken(t, srv.URL, adminEmail)
+	bob := loginToken(t, srv.URL, bobEmail)
+	carol := loginToken(t, srv.URL, carolEmail)
+
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	forged, _ := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+		"username": adminEmail, "admin": true, "sub": "1", "iss": "mp3converter", "aud": "mp3converter",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString(other)
+
+	steps := []struct {
+		name         string
+		method, path string
+		token, body  string
+		status       int
+		check        func(t *testing.T, r response)
+	}{
+		{"list without token", "GET", "/users", "", "", 401, wantBearer(`Bearer realm="mp3converter"`)},
+		{"list with garbage token", "GET", "/users", "garbage", "", 401, wantBearer(`Bearer realm="mp3converter", error="invalid_token", error_description="invalid token"`)},
+		{"list with token of another key", "GET", "/users", forged, "", 401, nil},
+		{"list as non-admin", "GET", "/users", bob, "", 403, nil},
+		{"list as admin", "GET", "/users", admin, "", 200, func(t *testing.T, r response) {
+			users := r.json(t)["users"].([]any)
+			if len(users) != 3 || users[0].(map[string]any)["email"] != adminEmail || users[0].(map[string]any)["admin"] != true {
+				t.Errorf("users %v", users)
+			}
+			if _, ok := users[1].(map[string]any)["password_hash"]; ok {
+				t.Error("password hash listed")
+			}
+		}},
+		{"create without token", "POST", "/users", "", `{"email":"dave@example.com","password":"long enough"}`, 401, nil},
+		{"create as non-admin", "POST", "/users", bob, `{"email":"dave@example.com","password":"long enough"}`, 403, nil},
+		{"create as admin", "POST", "/users", admin, `{"email":"Dave@Example.com","password":"long enough","admin":true}`, 201, func(t *testing.T, r response) {
+			m := r.json(t)
+			created, err := time.Parse(time.RFC3339, m["created_at"].(string))
+			if m["email"] != "dave@example.com" || m["admin"] != true || m["id"].(float64) < 1 || err != nil || time.Since(created) > time.Hour {
+				t.Errorf("created %v (%v)", m, err)
+			}
+		}},
+		{"create duplicate", "POST", "/users", admin, `{"email":"dave@example.com","password":"long enough"}`, 409, nil},
+		{"create malformed email", "POST", "/users", admin, `{"email":"dave","password":"long enough"}`, 400, wantError(ErrInvalidEmail.Error())},
+		{"create email with display name", "POST", "/users", admin, `{"email":"Dave <eve@example.com>","password":"long enough"}`, 400, nil},
+		{"create email too long", "POST", "/users", admin, `{"email":"` + strings.Repeat("e", 250) + `@example.com","password":"long enough"}`, 400, nil},
+		{"create short password", "POST", "/users", admin, `{"email":"eve@example.com","password":"short"}`, 400, wantError(ErrWeakPassword.Error())},
+		{"create 73-byte password", "POST", "/users", admin, `{"email":"eve@example.com","password":"` + strings.Repeat("p", 73) + `"}`, 400, nil},
+		{"create malformed JSON", "POST", "/users", admin, `{"email":`, 400, nil},
+		{"new user logs in", "", "", "", "", 0, func(t *testing.T, _ response) {
+			if r := login(t, srv.URL, "dave@example.com", "long enough"); r.status != 200 {
+				t.Errorf("dave login: %d %s", r.status, r.body)
+			}
+		}},
+		{"admin rights follow the table, not just the token", "", "", "", "", 0, func(t *testing.T, _ response) {
+			dave := login(t, srv.URL, "dave@example.com", "long enough").json(t)["access_token"].(string)
+			if r := call(t, "GET", srv.URL+"/users", dave, ""); r.status != 200 {
+				t.Fatalf("dave as admin: %d %s", r.status, r.body)
+			}
+			if _, err := f.db.Exec("UPDATE users SET is_admin = FALSE WHERE email = ?", "dave@example.com"); err != nil {
+				t.Fatal(err)
+			}
+			if r := call(t, "GET", srv.URL+"/users", dave, ""); r.status != 403 {
+				t.Errorf("demoted dave: %d", r.status)
+			}
+		}},
+		{"own password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1"}`, 204, func(t *testing.T, r response) {
+			if login(t, srv.URL, bobEmail, "new password 1").status != 200 || login(t, srv.URL, bobEmail, password).status != 401 {
+				t.Error("password not changed")
+			}
+		}},
+		{"own password, weak", "PUT", "/users/bob@example.com/password", bob, `{"password":"short"}`, 400, nil},
+		{"someone else's password as non-admin", "PUT", "/users/carol@example.com/password", bob, `{"password":"new password 2"}`, 403, nil},
+		{"someone else's password as admin", "PUT", "/users/carol@example.com/password", admin, `{"password":"new password 2"}`, 204, nil},
+		{"password of unknown user as admin", "PUT", "/users/nobody@example.com/password", admin, `{"password":"new password 3"}`, 404, nil},
+		{"password without token", "PUT", "/users/bob@example.com/password", "", `{"password":"new password 4"}`, 401, nil},
+		{"delete as non-admin", "DELETE", "/users/carol@example.com", bob, "", 403, nil},
+		{"delete without token", "DELETE", "/users/carol@example.com", "", "", 401, nil},
+		{"delete as admin", "DELETE", "/users/carol@example.com", admin, "", 204, nil},
+		{"delete again", "DELETE", "/users/carol@example.com", admin, "", 404, nil},
+		{"delete malformed email", "DELETE", "/users/nobody", admin, "", 404, nil},
+		{"deleted user's token is refused", "PUT", "/users/carol@example.com/password", carol, `{"password":"new password 5"}`, 401,
+			wantBearer(`Bearer realm="mp3converter", error="invalid_token", error_description="user no longer exists"`)},
+		{"list as admin after changes", "GET", "/users", admin, "", 200, func(t *testing.T, r response) {
+			var emails []string
+			for _, u := range r.json(t)["users"].([]any) {
+				emails = append(emails, u.(map[string]any)["email"].(string))
+			}
+			if strings.Join(emails, " ") != "admin@example.com bob@example.com dave@example.com" {
+				t.Errorf("users %v", emails)
+			}
+		}},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			var r response
+			if s.method != "" {
+				r = call(t, s.method, srv.URL+s.path, s.token, s.body)
+				if r.status != s.status {
+					t.Fatalf("status %d, want %d: %s", r.status, s.status, r.body)
+				}
+				if r.status != 204 {
+					r.json(t)
+				}
+			}
+			if s.check != nil {
+				s.check(t, r)
+			}
+		})
+	}
+}
+
+func wantBearer(want string) func(*testing.T, response) {
+	return func(t *testing.T, r response) {
+		if got := r.header.Get("WWW-Authenticate"); got != want {
+			t.Errorf("WWW-Authenticate = %q, want %q", got, want)
+		}
+	}
+}
+
+func wantError(want string) func(*testing.T, response) {
+	return func(t *testing.T, r response) {
+		if got := r.json(t)["error"]; got != want {
+			t.Errorf("error %q, want %q", got, want)
+		}
+	}
+}
