@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -121,9 +121,19 @@ const (
 // reported as one *apis.FieldError with paths like
 // "triggers[convert].spec.delivery.backoffDelay".
 func LoadManifests(dir string) (*Manifests, error) {
+	m, err := LoadManifestsFS(os.DirFS(dir))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// LoadManifestsFS is LoadManifests for the top directory of fsys (for
+// example the embedded knative.Manifests).
+func LoadManifestsFS(fsys fs.FS) (*Manifests, error) {
 	var files []string
 	for _, pattern := range []string{"*.yaml", "*.yml"} {
-		m, err := filepath.Glob(filepath.Join(dir, pattern))
+		m, err := fs.Glob(fsys, pattern)
 		if err != nil {
 			return nil, err
 		}
@@ -131,19 +141,18 @@ func LoadManifests(dir string) (*Manifests, error) {
 	}
 	slices.Sort(files)
 	if len(files) == 0 {
-		return nil, fmt.Errorf("no *.yaml manifests in %s", dir)
+		return nil, errors.New("no *.yaml manifests")
 	}
 	m := &Manifests{}
 	var errs *apis.FieldError
 	for _, f := range files {
-		fe, err := m.readFile(f)
+		fe, err := m.readFile(fsys, f)
 		if err != nil {
 			return nil, err
 		}
 		errs = errs.Also(fe)
 	}
-	errs = errs.Also(m.validate())
-	if errs != nil {
+	if errs = errs.Also(m.validate()); errs != nil {
 		return nil, errs
 	}
 	return m, nil
@@ -152,8 +161,8 @@ func LoadManifests(dir string) (*Manifests, error) {
 // readFile decodes the documents of one file into m. Unreadable files and
 // documents that are not YAML are plain errors; objects that do not match
 // their schema are FieldErrors.
-func (m *Manifests) readFile(path string) (*apis.FieldError, error) {
-	f, err := os.Open(path)
+func (m *Manifests) readFile(fsys fs.FS, name string) (*apis.FieldError, error) {
+	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, err
 	}
@@ -166,14 +175,14 @@ func (m *Manifests) readFile(path string) (*apis.FieldError, error) {
 			return errs, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		fe, err := m.decode(doc)
 		if err != nil {
-			return nil, fmt.Errorf("%s (document %d): %w", path, n, err)
+			return nil, fmt.Errorf("%s (document %d): %w", name, n, err)
 		}
 		if fe != nil {
-			fe.Details = strings.TrimSpace(fe.Details + fmt.Sprintf(" (%s, document %d)", filepath.Base(path), n))
+			fe.Details = strings.TrimSpace(fe.Details + fmt.Sprintf(" (%s, document %d)", name, n))
 		}
 		errs = errs.Also(fe)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"knative.dev/pkg/apis"
@@ -211,6 +212,19 @@ func TestParseISODuration(t *testing.T) {
 		if got, err := parseISODuration(in); err == nil {
 			t.Errorf("%q parsed as %s", in, got)
 		}
+	}
+}
+
+func TestLoadManifestsFS(t *testing.T) {
+	fsys := fstest.MapFS{
+		"broker.yaml":    {Data: []byte(validBroker)},
+		"triggers.yml":   {Data: []byte(validTrigger)},
+		"README.md":      {Data: []byte("not a manifest")},
+		"sub/other.yaml": {Data: []byte("not: [read")},
+	}
+	m, err := LoadManifestsFS(fsys)
+	if err != nil || len(m.Brokers) != 1 || len(m.Triggers) != 1 {
+		t.Fatalf("%v %+v", err, m)
 	}
 }
 
