@@ -17,6 +17,7 @@ import (
 	"github.com/dolthub/go-mysql-server/server"
 	"github.com/dolthub/go-mysql-server/sql"
 	"github.com/go-sql-driver/mysql"
+	"github.com/sirupsen/logrus"
 )
 
 // MySQL is a running in-memory MySQL-protocol server.
@@ -40,6 +41,8 @@ func StartMySQL(addr string) (*MySQL, error) {
 		ln.Close()
 		return nil, fmt.Errorf("embedded mysql: %w", err)
 	}
+	// go-mysql-server logs every connection through logrus at INFO.
+	logrus.SetLevel(logrus.WarnLevel)
 	go srv.Start()
 
 	cfg := mysql.NewConfig()

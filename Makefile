@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Each installs what it lacks (ffmpeg) and builds the rest with Go.
+
+GO        ?= go
+FUNCTIONS := convert download login notify upload validate
+# Every package of the workspace: the root module and the six function modules.
+PACKAGES  := mp3converter/...
+
+.PHONY: run test build vet function-builds ffmpeg clean
+
+## run: the whole system on this machine (gateway on 127.0.0.1:8080)
+run: ffmpeg
+	$(GO) run ./cmd/mp3converter up
+
+## test: vet, every test with the race detector, and each function built alone
+test: ffmpeg vet
+	$(GO) test -race -timeout 30m $(PACKAGES)
+	$(MAKE) function-builds
+
+vet:
+	$(GO) vet $(PACKAGES)
+
+# A function is built by `func` from its own folder only: it must build and
+# vet with the workspace switched off.
+function-builds:
+	@for f in $(FUNCTIONS); do \
+		echo "functions/$$f: GOWORK=off go build ./... && go vet ./..."; \
+		(cd functions/$$f && GOWORK=off $(GO) build ./... && GOWORK=off $(GO) vet ./...) || exit 1; \
+	done
+
+## build: the mp3converter binary in bin/
+build:
+	$(GO) build -o bin/mp3converter ./cmd/mp3converter
+
+# ffmpeg and ffprobe come from the system's packages.
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing ffmpeg with apt-get"; \
+			SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg >/dev/null; \
+		elif command -v brew >/dev/null 2>&1; then \
+			echo "installing ffmpeg with brew"; brew install ffmpeg; \
+		else \
+			echo "ffmpeg is missing: install it with your package manager (e.g. 'sudo dnf install ffmpeg'), then run make again" >&2; exit 1; \
+		fi; }
+
+clean:
+	rm -rf bin

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"mp3converter/internal/host"
+	"mp3converter/internal/stack"
+)
+
+// runUp runs the whole system until Ctrl-C.
+func runUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	addr := fs.String("addr", envOr("MP3C_ADDR", "127.0.0.1:8080"), "gateway listen address (MP3C_ADDR)")
+	dataDir := fs.String("data-dir", envOr("MP3C_DATA_DIR", ".mp3converter"), "keys, embedded database files and the outbox (MP3C_DATA_DIR)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	s, err := stack.Start(ctx, stack.Config{Addr: *addr, DataDir: *dataDir, Env: environ(), Logger: slog.Default(), Out: os.Stdout})
+	if err != nil {
+		return err
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = s.WaitReady(readyCtx)
+	cancel()
+	if err != nil {
+		s.Close()
+		return err
+	}
+	fmt.Printf("mp3converter is up at %s (outbox: %s). Ctrl-C stops it.\n", s.URL, s.MailDir)
+
+	select {
+	case <-ctx.Done():
+		fmt.Println("stopping...")
+	case err = <-s.Failed():
+	}
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// runFunction hosts one function alone, as `func run` or its container
+// would: LISTEN_ADDRESS (default 127.0.0.1:8080), config from the environment.
+func runFunction(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: mp3converter function NAME")
+	}
+	instance, err := stack.NewFunction(args[0])
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"))
+	if err != nil {
+		return err
+	}
+	return host.Serve(ctx, host.Function{Name: args[0], Instance: instance, Config: environ(), Listener: ln, Logger: slog.Default()})
+}

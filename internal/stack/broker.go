@@ -1,0 +1,59 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"mp3converter/internal/broker"
+	"mp3converter/knative"
+)
+
+// startBroker serves the local Broker on a loopback port. Its routing comes
+// from the Broker and Triggers in knative/ (embedded in the binary, or
+// cfg.Manifests); subscribers named by `ref: Service <name>` resolve to the
+// local functions. RABBITMQ_URL makes it durable.
+func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]string) (string, func() error, error) {
+	manifests, err := broker.LoadManifestsFS(knative.Manifests)
+	if cfg.Manifests != nil {
+		manifests, err = broker.LoadManifestsFS(cfg.Manifests)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("knative manifests: %w", err)
+	}
+	urls := map[string]string{}
+	for name, u := range s.Functions {
+		urls[name] = u + "/"
+	}
+	b, err := broker.New(ctx, broker.Options{
+		Manifests:   manifests,
+		Resolve:     broker.ResolveServices(urls),
+		RabbitMQURL: env["RABBITMQ_URL"],
+		NamePrefix:  cfg.BrokerPrefix,
+		Logger:      s.log,
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("broker: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Close(ctx)
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	backend := "memory"
+	if env["RABBITMQ_URL"] != "" {
+		backend = "rabbitmq"
+	}
+	s.log.Info("broker started", "backend", backend, "ingress", "http://"+ln.Addr().String())
+	return "http://" + ln.Addr().String() + "/", func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return b.Close(sctx)
+	}, nil
+}
+

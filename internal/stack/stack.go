@@ -1,0 +1,333 @@
+// Package stack runs the whole system in one process: the six functions,
+// each behind the func-go-compatible host on a loopback port of its own, the
+// local Broker that routes their events by the Triggers in knative/, a gateway
+// that routes paths like the cluster's ingress, and embedded stand-ins for
+// every backing service that the environment does not name.
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"mp3converter/internal/embedded"
+	"mp3converter/internal/gateway"
+	"mp3converter/internal/host"
+
+	convert "mp3converter/functions/convert"
+	download "mp3converter/functions/download"
+	login "mp3converter/functions/login"
+	notify "mp3converter/functions/notify"
+	upload "mp3converter/functions/upload"
+	validate "mp3converter/functions/validate"
+)
+
+// Config says where the stack listens, keeps its data, and which real
+// services to use instead of the embedded ones.
+type Config struct {
+	Addr    string            // the gateway, e.g. 127.0.0.1:8080
+	DataDir string            // keys, FerretDB's files, the outbox
+	Env     map[string]string // the process environment: MYSQL_DSN, MONGODB_URI, RABBITMQ_URL, SMTP_URL, JWT_*, ...
+	Logger  *slog.Logger
+	Out     io.Writer // where the welcome (and a generated admin password) is printed
+
+	// For tests: Instances replaces a function's instance (to inject faults),
+	// Manifests replaces the embedded knative/ files (e.g. shorter backoffs),
+	// BrokerPrefix isolates the RabbitMQ exchange and queues.
+	Instances    map[string]any
+	Manifests    fs.FS
+	BrokerPrefix string
+}
+
+// Stack is a running local system.
+type Stack struct {
+	URL       string            // the gateway
+	Functions map[string]string // function name -> its own base URL
+	BrokerURL string            // the broker's ingress (K_SINK)
+	MailDir   string            // the outbox when SMTP_URL is unset
+	MySQLDSN  string
+	MongoURI  string
+
+	log     *slog.Logger
+	closers []func() error // in the order they must run at shutdown
+	errs    chan error     // a function that failed
+}
+
+// functionNames in start order; each gets the instance its New() returns.
+var functionNames = []string{"validate", "login", "upload", "download", "convert", "notify"}
+
+// routes are the gateway's paths, as the ingress routes them in a cluster.
+// convert and notify have none: they receive events only through the Broker.
+var routes = []struct{ pattern, function string }{
+	{"/login", "login"},
+	{"/users", "login"},
+	{"/users/", "login"},
+	{"/validate", "validate"},
+	{"/.well-known/jwks.json", "validate"},
+	{"/upload", "upload"},
+	{"/download", "download"},
+	{"/jobs", "download"},
+	{"/jobs/", "download"},
+}
+
+// Start brings the stack up and returns once every part listens. Use
+// WaitReady to wait until every function reports ready, and Close to stop.
+func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s = &Stack{Functions: map[string]string{}, log: log, errs: make(chan error, len(functionNames))}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+
+	env := copyEnv(cfg.Env)
+	if err := s.startBackingServices(cfg, env); err != nil {
+		return nil, err
+	}
+	if err := ensureSigningKey(cfg.DataDir, env); err != nil {
+		return nil, err
+	}
+	if err := s.bootstrapAdmin(ctx, cfg, env); err != nil {
+		return nil, err
+	}
+
+	gatewayListener, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w (is another stack running? choose another with --addr)", err)
+	}
+	s.URL = "http://" + gatewayListener.Addr().String()
+	listeners := map[string]net.Listener{}
+	for _, name := range functionNames {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			gatewayListener.Close()
+			return nil, err
+		}
+		listeners[name] = ln
+		s.Functions[name] = "http://" + ln.Addr().String()
+	}
+
+	brokerURL, closeBroker, err := startBroker(ctx, cfg, s, env)
+	if err != nil {
+		gatewayListener.Close()
+		for _, ln := range listeners {
+			ln.Close()
+		}
+		return nil, err
+	}
+	s.BrokerURL = brokerURL
+
+	// Everything a function needs to find the others, on top of the environment.
+	s.MailDir = filepath.Join(cfg.DataDir, "outbox")
+	env["K_SINK"] = s.BrokerURL
+	env["VALIDATE_URL"] = s.Functions["validate"] + "/validate"
+	env["PUBLIC_URL"] = valueOr(env["PUBLIC_URL"], s.URL)
+	env["MAIL_DIR"] = valueOr(env["MAIL_DIR"], s.MailDir)
+
+	fnCtx, stopFunctions := context.WithCancel(context.WithoutCancel(ctx))
+	stopped := make(chan struct{}, len(functionNames))
+	for _, name := range functionNames {
+		instance := cfg.Instances[name]
+		if instance == nil {
+			instance, _ = NewFunction(name)
+		}
+		fnEnv := copyEnv(env)
+		fnEnv["LISTEN_ADDRESS"] = listeners[name].Addr().String()
+		if name != "login" { // only login signs
+			delete(fnEnv, "JWT_PRIVATE_KEY")
+			delete(fnEnv, "JWT_PRIVATE_KEY_FILE")
+		}
+		go func() {
+			defer func() { stopped <- struct{}{} }()
+			err := host.Serve(fnCtx, host.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log})
+			if err != nil {
+				s.errs <- err
+			}
+		}()
+	}
+
+	var gwRoutes []gateway.Route
+	for _, rt := range routes {
+		target, _ := url.Parse(s.Functions[rt.function])
+		gwRoutes = append(gwRoutes, gateway.Route{Pattern: rt.pattern, Function: rt.function, Target: target})
+	}
+	gw := &http.Server{Handler: gateway.New(gwRoutes, log), ReadHeaderTimeout: 10 * time.Second}
+	go gw.Serve(gatewayListener)
+
+	// Shutdown order: stop taking requests, let functions finish and Stop,
+	// then the broker, then the backing services (already registered).
+	s.closers = append([]func() error{
+		func() error {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return gw.Shutdown(sctx)
+		},
+		func() error {
+			stopFunctions()
+			for range functionNames {
+				<-stopped
+			}
+			return nil
+		},
+		closeBroker,
+	}, s.closers...)
+	return s, nil
+}
+
+// Failed delivers the error of a function that stopped on its own.
+func (s *Stack) Failed() <-chan error { return s.errs }
+
+// WaitReady polls every function's readiness probe, as a kubelet would,
+// until all answer 200 or ctx ends.
+func (s *Stack) WaitReady(ctx context.Context) error {
+	for _, name := range functionNames {
+		for {
+			resp, err := http.Get(s.Functions[name] + "/health/readiness")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s is not ready: %w", name, ctx.Err())
+			case err := <-s.errs:
+				return err
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Close stops everything in order and returns the first errors met.
+func (s *Stack) Close() error {
+	var errs []error
+	for _, c := range s.closers {
+		errs = append(errs, c())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+// NewFunction returns a new instance of the named function, as its New()
+// does in the binary `func build` makes.
+func NewFunction(name string) (any, error) {
+	switch name {
+	case "login":
+		return login.New(), nil
+	case "validate":
+		return validate.New(), nil
+	case "upload":
+		return upload.New(), nil
+	case "download":
+		return download.New(), nil
+	case "convert":
+		return convert.New(), nil
+	case "notify":
+		return notify.New(), nil
+	}
+	return nil, fmt.Errorf("no function %q (there are %s)", name, strings.Join(functionNames, ", "))
+}
+
+// startBackingServices uses MYSQL_DSN and MONGODB_URI when set and starts
+// the embedded stand-ins otherwise, recording the choice in env.
+func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
+	if env["MYSQL_DSN"] == "" {
+		m, err := embedded.StartMySQL("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, m.Close)
+		env["MYSQL_DSN"] = m.DSN
+		s.log.Info("embedded MySQL started (users last as long as the stack; set MYSQL_DSN to keep them)", "dsn", m.DSN)
+	}
+	if env["MONGODB_URI"] == "" {
+		m, err := embedded.StartMongoDB("127.0.0.1:0", filepath.Join(cfg.DataDir, "mongodb"))
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, m.Close)
+		env["MONGODB_URI"] = m.URI
+		s.log.Info("embedded MongoDB (FerretDB on SQLite) started", "uri", m.URI, "dir", filepath.Join(cfg.DataDir, "mongodb"))
+	}
+	s.MySQLDSN, s.MongoURI = env["MYSQL_DSN"], env["MONGODB_URI"]
+	return nil
+}
+
+// bootstrapAdmin creates the first admin when there are no users, from
+// MP3C_ADMIN_EMAIL / MP3C_ADMIN_PASSWORD or with a generated password that is
+// printed once.
+func (s *Stack) bootstrapAdmin(ctx context.Context, cfg Config, env map[string]string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := login.MigrateDSN(ctx, env["MYSQL_DSN"]); err != nil {
+		return fmt.Errorf("mysql: %w", err)
+	}
+	db, err := login.OpenDB(env["MYSQL_DSN"])
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := login.CountUsers(ctx, db)
+	if err != nil || n > 0 {
+		return err
+	}
+	email := valueOr(env["MP3C_ADMIN_EMAIL"], "admin@example.com")
+	password, generated := env["MP3C_ADMIN_PASSWORD"], false
+	if password == "" {
+		password, generated = randomPassword(), true
+	}
+	if _, err := login.AddUser(ctx, db, email, password, true, 0); err != nil {
+		return fmt.Errorf("creating the first admin %s: %w", email, err)
+	}
+	if cfg.Out != nil {
+		if generated {
+			fmt.Fprintf(cfg.Out, "Created admin %s with password %s (shown once; set MP3C_ADMIN_PASSWORD to choose it)\n", email, password)
+		} else {
+			fmt.Fprintf(cfg.Out, "Created admin %s with the password from MP3C_ADMIN_PASSWORD\n", email)
+		}
+	}
+	return nil
+}
+
+func randomPassword() string {
+	b := make([]byte, 15)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func copyEnv(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m)+8)
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+func valueOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
