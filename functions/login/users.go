@@ -123,7 +123,8 @@ func CheckPassword(password string) error {
 	return nil
 }
 
-// AddUser creates a user with a bcrypt hash of password at the given cost.
+// AddUser creates a user with a bcrypt hash of password at the given cost
+// (below bcrypt.MinCost, e.g. 0: bcrypt.DefaultCost).
 func AddUser(ctx context.Context, db *sql.DB, email, password string, admin bool, cost int) (User, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
