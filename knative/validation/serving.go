@@ -1,0 +1,263 @@
+package validation
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"knative.dev/pkg/apis"
+	"knative.dev/serving/pkg/apis/autoscaling"
+	"knative.dev/serving/pkg/apis/config"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	asconfig "knative.dev/serving/pkg/autoscaler/config"
+)
+
+// MaxRevisionTimeoutSeconds is Knative Serving's default
+// max-revision-timeout-seconds (config-defaults): the longest timeoutSeconds
+// a cluster with default settings accepts.
+const MaxRevisionTimeoutSeconds = 600
+
+// ServingContext is the context Knative Serving's webhook validates a create
+// in: the default config-defaults (with max-revision-timeout-seconds 600
+// spelled out), config-features and config-autoscaler, as serving's own
+// tests build it with config.ToContext, inside apis.WithinCreate.
+func ServingContext() context.Context {
+	defaults, err := config.NewDefaultsConfigFromMap(map[string]string{
+		"max-revision-timeout-seconds": strconv.Itoa(MaxRevisionTimeoutSeconds),
+	})
+	if err != nil {
+		panic(err)
+	}
+	features, err := config.NewFeaturesConfigFromMap(map[string]string{})
+	if err != nil {
+		panic(err)
+	}
+	autoscaler, err := asconfig.NewConfigFromMap(map[string]string{})
+	if err != nil {
+		panic(err)
+	}
+	ctx := config.ToContext(context.Background(), &config.Config{
+		Defaults: defaults, Features: features, Autoscaler: autoscaler,
+	})
+	return apis.WithinCreate(ctx)
+}
+
+// Defaulted returns a copy of svc after Knative's SetDefaults, as the
+// webhook stores it.
+func Defaulted(svc *servingv1.Service) *servingv1.Service {
+	d := svc.DeepCopy()
+	d.SetDefaults(ServingContext())
+	return d
+}
+
+// CheckKnativeServices runs Knative Serving's own SetDefaults and Validate
+// on every Service, as its admission webhooks do on create. Warnings (for
+// example insecure defaults) count as problems too: the manifests should
+// apply cleanly.
+func CheckKnativeServices(m *Manifests) *apis.FieldError {
+	var errs *apis.FieldError
+	for _, o := range m.Objects {
+		svc, ok := o.Typed.(*servingv1.Service)
+		if !ok {
+			continue
+		}
+		d := svc.DeepCopy()
+		ctx := ServingContext()
+		d.SetDefaults(ctx)
+		errs = errs.Also(via(o, d.Validate(ctx)))
+	}
+	return errs
+}
+
+// Container port, probe paths and the listen address func-go uses.
+const (
+	FunctionPort   = 8080
+	ReadinessPath  = "/health/readiness"
+	LivenessPath   = "/health/liveness"
+	ImagePrefix    = "mp3converter/"
+	maxScaleLimit  = 100
+	addressEnvName = "ADDRESS"
+)
+
+// ServiceExpectation is what the issue asks of particular Services beyond the
+// common policy.
+type ServiceExpectation struct {
+	ContainerConcurrency *int64 // nil: not prescribed
+	TimeoutSeconds       int64  // 0: not prescribed
+}
+
+// Expectations are per-Service requirements: convert converts one video per
+// pod for up to 10 minutes; upload and download move large files.
+var Expectations = map[string]ServiceExpectation{
+	"convert":  {ContainerConcurrency: ptrInt64(1), TimeoutSeconds: MaxRevisionTimeoutSeconds},
+	"upload":   {TimeoutSeconds: MaxRevisionTimeoutSeconds},
+	"download": {TimeoutSeconds: MaxRevisionTimeoutSeconds},
+}
+
+func ptrInt64(v int64) *int64 { return &v }
+
+// CheckServicePolicy checks what every function's Knative Service must have
+// to run a func-built image well: scale to zero with a bounded max-scale, one
+// container on port 8080 listening on all interfaces (ADDRESS=0.0.0.0, as
+// func deploy sets it), probes on func-go's health paths, resources, a
+// restricted securityContext, an explicit timeoutSeconds within the cluster
+// maximum, and a response-start timeout as long as the request timeout when
+// the function answers only at the end.
+func CheckServicePolicy(m *Manifests) *apis.FieldError {
+	var errs *apis.FieldError
+	for _, o := range m.Objects {
+		svc, ok := o.Typed.(*servingv1.Service)
+		if !ok {
+			continue
+		}
+		errs = errs.Also(via(o, servicePolicy(svc)))
+	}
+	return errs
+}
+
+func servicePolicy(svc *servingv1.Service) *apis.FieldError {
+	var errs *apis.FieldError
+	tmpl := svc.Spec.Template
+	ann := tmpl.Annotations
+	annPath := "spec.template.metadata.annotations"
+	if v, ok := ann[autoscaling.MinScaleAnnotationKey]; !ok || v != "0" {
+		errs = errs.Also(apis.ErrInvalidValue(v, autoscaling.MinScaleAnnotationKey, "must be \"0\": every function scales to zero").ViaField(annPath))
+	}
+	if v, ok := ann[autoscaling.MaxScaleAnnotationKey]; !ok {
+		errs = errs.Also(apis.ErrMissingField(autoscaling.MaxScaleAnnotationKey).ViaField(annPath))
+	} else if n, err := strconv.Atoi(v); err != nil || n < 1 || n > maxScaleLimit {
+		errs = errs.Also(apis.ErrInvalidValue(v, autoscaling.MaxScaleAnnotationKey, fmt.Sprintf("must be 1..%d: a bound on the pods of one function", maxScaleLimit)).ViaField(annPath))
+	}
+	for _, k := range []string{autoscaling.MinScaleAnnotationKey, autoscaling.MaxScaleAnnotationKey, autoscaling.TargetAnnotationKey} {
+		if _, ok := svc.Annotations[k]; ok {
+			errs = errs.Also(apis.ErrGeneric("autoscaling annotations belong on spec.template.metadata (the Revision), not on the Service", "metadata.annotations."+k))
+		}
+	}
+
+	spec := tmpl.Spec
+	if exp, ok := Expectations[svc.Name]; ok {
+		if exp.ContainerConcurrency != nil && (spec.ContainerConcurrency == nil || *spec.ContainerConcurrency != *exp.ContainerConcurrency) {
+			errs = errs.Also(apis.ErrInvalidValue(deref(spec.ContainerConcurrency), "spec.template.spec.containerConcurrency", fmt.Sprintf("must be %d", *exp.ContainerConcurrency)))
+		}
+		if exp.TimeoutSeconds != 0 && (spec.TimeoutSeconds == nil || *spec.TimeoutSeconds != exp.TimeoutSeconds) {
+			errs = errs.Also(apis.ErrInvalidValue(deref(spec.TimeoutSeconds), "spec.template.spec.timeoutSeconds", fmt.Sprintf("must be %d", exp.TimeoutSeconds)))
+		}
+	}
+	if spec.TimeoutSeconds == nil {
+		errs = errs.Also(apis.ErrMissingField("spec.template.spec.timeoutSeconds"))
+	} else if t := *spec.TimeoutSeconds; t < 1 || t > MaxRevisionTimeoutSeconds {
+		errs = errs.Also(apis.ErrOutOfBoundsValue(t, 1, MaxRevisionTimeoutSeconds, "spec.template.spec.timeoutSeconds"))
+	} else {
+		// After defaulting, a request that only answers at its end must be
+		// allowed to start its response as late as it may end.
+		d := Defaulted(svc).Spec.Template.Spec
+		if d.ResponseStartTimeoutSeconds != nil && *d.ResponseStartTimeoutSeconds < t {
+			errs = errs.Also(apis.ErrInvalidValue(*d.ResponseStartTimeoutSeconds, "spec.template.spec.responseStartTimeoutSeconds",
+				fmt.Sprintf("is %d after defaulting, shorter than timeoutSeconds %d: set it to %d (the functions answer only when done)", *d.ResponseStartTimeoutSeconds, t, t)))
+		}
+	}
+
+	if len(spec.Containers) != 1 {
+		return errs.Also(apis.ErrGeneric(fmt.Sprintf("must have exactly one container (the function), has %d", len(spec.Containers)), "spec.template.spec.containers"))
+	}
+	errs = errs.Also(containerPolicy(svc.Name, &spec.Containers[0]).ViaFieldIndex("spec.template.spec.containers", 0))
+	return errs
+}
+
+func containerPolicy(name string, c *corev1.Container) *apis.FieldError {
+	var errs *apis.FieldError
+	if want := ImagePrefix + name; imageName(c.Image) != want {
+		errs = errs.Also(apis.ErrInvalidValue(c.Image, "image", fmt.Sprintf("must be the short name %q: kustomization.yaml's images: points it at a registry", want)))
+	}
+	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != FunctionPort {
+		errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("must declare exactly the port %d func-go serves on", FunctionPort), "ports"))
+	}
+	errs = errs.Also(probePolicy(c.ReadinessProbe, ReadinessPath).ViaField("readinessProbe"))
+	errs = errs.Also(probePolicy(c.LivenessProbe, LivenessPath).ViaField("livenessProbe"))
+
+	addr := ""
+	for _, e := range c.Env {
+		if e.Name == addressEnvName {
+			addr = e.Value
+		}
+	}
+	if addr != "0.0.0.0" {
+		errs = errs.Also(apis.ErrInvalidValue(addr, "env."+addressEnvName,
+			"must be 0.0.0.0 (as func deploy sets it): func-go listens on 127.0.0.1 otherwise and the kubelet's liveness probe cannot reach it"))
+	}
+
+	r := c.Resources
+	for _, k := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := r.Requests[k]; !ok {
+			errs = errs.Also(apis.ErrMissingField("resources.requests." + string(k)))
+		}
+	}
+	if _, ok := r.Limits[corev1.ResourceMemory]; !ok {
+		errs = errs.Also(apis.ErrMissingField("resources.limits.memory"))
+	}
+
+	sc := c.SecurityContext
+	if sc == nil {
+		return errs.Also(apis.ErrMissingField("securityContext"))
+	}
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		errs = errs.Also(apis.ErrInvalidValue(derefBool(sc.RunAsNonRoot), "securityContext.runAsNonRoot", "must be true"))
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		errs = errs.Also(apis.ErrInvalidValue(derefBool(sc.AllowPrivilegeEscalation), "securityContext.allowPrivilegeEscalation", "must be false"))
+	}
+	if sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) > 0 {
+		errs = errs.Also(apis.ErrGeneric("must drop ALL capabilities and add none", "securityContext.capabilities"))
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		errs = errs.Also(apis.ErrGeneric("must be RuntimeDefault", "securityContext.seccompProfile.type"))
+	}
+	return errs
+}
+
+func probePolicy(p *corev1.Probe, path string) *apis.FieldError {
+	if p == nil {
+		return apis.ErrMissingField(apis.CurrentField)
+	}
+	h := p.HTTPGet
+	if h == nil {
+		return apis.ErrMissingField("httpGet")
+	}
+	var errs *apis.FieldError
+	if h.Path != path {
+		errs = errs.Also(apis.ErrInvalidValue(h.Path, "httpGet.path", "must be "+path+" (func-go's health endpoint)"))
+	}
+	if h.Port != intstr.FromInt32(FunctionPort) {
+		errs = errs.Also(apis.ErrInvalidValue(h.Port.String(), "httpGet.port", fmt.Sprintf("must be the container port %d", FunctionPort)))
+	}
+	return errs
+}
+
+// imageName strips a tag or digest; a registry prefix stays (and fails the
+// short-name check).
+func imageName(image string) string {
+	if i := strings.Index(image, "@"); i >= 0 {
+		image = image[:i]
+	}
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		image = image[:i]
+	}
+	return image
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return "unset"
+	}
+	return *p
+}
+
+func derefBool(p *bool) any {
+	if p == nil {
+		return "unset"
+	}
+	return *p
+}

@@ -1,0 +1,223 @@
+package validation
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"knative.dev/pkg/apis"
+	"knative.dev/serving/pkg/apis/autoscaling"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+)
+
+// InternalTimeouts names, per Service, the environment variable with which
+// the function bounds its own work. It must end a margin before the request
+// is cut off from outside, so that the function answers (and cleans up)
+// itself.
+var InternalTimeouts = map[string]string{
+	"convert":  "CONVERT_TIMEOUT",
+	"upload":   "UPLOAD_TIMEOUT",
+	"download": "DOWNLOAD_TIMEOUT",
+}
+
+// TimeoutMargin is the time a function needs after its own deadline to
+// answer: write the failure reply, delete a partial upload.
+const TimeoutMargin = 30 * time.Second
+
+// EffectiveDelivery is the delivery spec the dispatcher uses for t: its own,
+// or the Broker's when it has none.
+func (m *Manifests) EffectiveDelivery(t *Trigger) *DeliverySpec {
+	if t.Spec.Delivery != nil {
+		return t.Spec.Delivery
+	}
+	if o := m.Find("eventing.knative.dev/v1", "Broker", t.Spec.Broker); o != nil {
+		return o.Typed.(*Broker).Spec.Delivery
+	}
+	return nil
+}
+
+// RetryWindow is how long the dispatcher may hold one message: every attempt
+// up to its timeout, plus the backoff before each retry (backoffDelay*2^n for
+// exponential, backoffDelay*n for linear, n = 1..retry).
+func RetryWindow(d *DeliverySpec) (time.Duration, error) {
+	if d == nil || d.Timeout == nil {
+		return 0, fmt.Errorf("no delivery.timeout")
+	}
+	timeout, err := ParseISODuration(*d.Timeout)
+	if err != nil {
+		return 0, err
+	}
+	retries := int32(0)
+	if d.Retry != nil {
+		retries = *d.Retry
+	}
+	var delay time.Duration
+	if d.BackoffDelay != nil {
+		if delay, err = ParseISODuration(*d.BackoffDelay); err != nil {
+			return 0, err
+		}
+	}
+	window := time.Duration(retries+1) * timeout
+	for n := int32(1); n <= retries; n++ {
+		if d.BackoffPolicy != nil && *d.BackoffPolicy == "linear" {
+			window += delay * time.Duration(n)
+		} else {
+			window += delay << n
+		}
+	}
+	return window, nil
+}
+
+// CheckTimeouts checks the timeout chain of every Trigger:
+// delivery.timeout <= the subscriber's timeoutSeconds (and its response-start
+// timeout, after defaulting) <= 600; the function's own deadline ends
+// TimeoutMargin before the outer one; RabbitMQ's consumer_timeout exceeds
+// the longest retry window; and the subscriber can run as many deliveries at
+// once as the Trigger's parallelism sends.
+func CheckTimeouts(m *Manifests) *apis.FieldError {
+	var errs *apis.FieldError
+	var longest time.Duration
+	var longestName string
+	for _, t := range Of[*Trigger](m) {
+		o := m.objectOf(t)
+		d := m.EffectiveDelivery(t)
+		if d == nil || d.Timeout == nil {
+			errs = errs.Also(via(o, withDetails(apis.ErrMissingField("spec.delivery.timeout"),
+				"without a per-attempt timeout (here or on the Broker) the chain delivery.timeout <= timeoutSeconds cannot hold")))
+			continue
+		}
+		timeout, err := ParseISODuration(*d.Timeout)
+		if err != nil {
+			continue // CheckEventingWebhooks reports it
+		}
+		if w, err := RetryWindow(d); err == nil && w > longest {
+			longest, longestName = w, t.Name
+		}
+		ref := t.Spec.Subscriber.Ref
+		if ref == nil || ref.Kind != "Service" {
+			continue
+		}
+		svc := m.ServiceByName(ref.Name)
+		if svc == nil {
+			continue // CheckReferences reports it
+		}
+		spec := Defaulted(svc).Spec.Template.Spec
+		ts := time.Duration(deref0(spec.TimeoutSeconds)) * time.Second
+		if timeout > ts {
+			errs = errs.Also(via(o, apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
+				fmt.Sprintf("longer than the subscriber %s's timeoutSeconds (%s): the request would be cut off first", svc.Name, ts))))
+		}
+		if spec.ResponseStartTimeoutSeconds != nil {
+			if rs := time.Duration(*spec.ResponseStartTimeoutSeconds) * time.Second; timeout > rs {
+				errs = errs.Also(via(o, apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
+					fmt.Sprintf("longer than the subscriber %s's responseStartTimeoutSeconds (%s)", svc.Name, rs))))
+			}
+		}
+		if env, ok := InternalTimeouts[svc.Name]; ok {
+			if own, err := m.envDuration(svc, env); err == nil && own > timeout-TimeoutMargin {
+				errs = errs.Also(via(m.objectOf(svc), apis.ErrInvalidValue(own.String(), "env."+env,
+					fmt.Sprintf("must end at least %s before the Trigger %s's delivery.timeout %s", TimeoutMargin, t.Name, *d.Timeout))))
+			}
+		}
+		errs = errs.Also(via(o, parallelismFits(t, svc)))
+	}
+
+	for _, svc := range Of[*servingv1.Service](m) {
+		env, ok := InternalTimeouts[svc.Name]
+		if !ok {
+			continue
+		}
+		ts := time.Duration(deref0(svc.Spec.Template.Spec.TimeoutSeconds)) * time.Second
+		own, err := m.envDuration(svc, env)
+		switch {
+		case err != nil:
+			errs = errs.Also(via(m.objectOf(svc), apis.ErrInvalidValue(env, "env", err.Error())))
+		case own > ts-TimeoutMargin:
+			errs = errs.Also(via(m.objectOf(svc), apis.ErrInvalidValue(own.String(), "env."+env,
+				fmt.Sprintf("must end at least %s before timeoutSeconds (%s)", TimeoutMargin, ts))))
+		}
+	}
+
+	for _, c := range Of[*RabbitmqCluster](m) {
+		ct, err := ConsumerTimeout(c)
+		if err != nil {
+			continue // CheckEventingWebhooks reports it
+		}
+		if ct <= longest {
+			errs = errs.Also(via(m.objectOf(c), apis.ErrInvalidValue(ct.Milliseconds(), "spec.rabbitmq.additionalConfig.consumer_timeout",
+				fmt.Sprintf("must exceed the longest retry window, %s for Trigger %s (%d ms): RabbitMQ would close the dispatcher's channel mid-delivery", longest, longestName, longest.Milliseconds()))))
+		}
+	}
+	return errs
+}
+
+// parallelismFits: a subscriber with containerConcurrency c and max-scale n
+// handles at most c*n deliveries at once; more wait in the activator and eat
+// their delivery timeout.
+func parallelismFits(t *Trigger, svc *servingv1.Service) *apis.FieldError {
+	p := 1
+	if v, ok := t.Annotations[ParallelismAnnotation]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil // CheckEventingWebhooks reports it
+		}
+		p = n
+	}
+	cc := deref0(svc.Spec.Template.Spec.ContainerConcurrency)
+	maxScale, err := strconv.Atoi(svc.Spec.Template.Annotations[autoscaling.MaxScaleAnnotationKey])
+	if cc == 0 || err != nil {
+		return nil
+	}
+	if int64(maxScale)*cc < int64(p) {
+		return apis.ErrInvalidValue(p, "metadata.annotations."+ParallelismAnnotation,
+			fmt.Sprintf("more than %s can take at once (max-scale %d x containerConcurrency %d)", svc.Name, maxScale, cc))
+	}
+	return nil
+}
+
+// envDuration resolves a container variable (a value or a ConfigMap key of
+// the folder) and parses it as a Go duration.
+func (m *Manifests) envDuration(svc *servingv1.Service, name string) (time.Duration, error) {
+	v, err := m.EnvValue(svc, name)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: %w", name, v, err)
+	}
+	return d, nil
+}
+
+// EnvValue resolves the value of a Service container's variable from a
+// literal value or a ConfigMap of the folder.
+func (m *Manifests) EnvValue(svc *servingv1.Service, name string) (string, error) {
+	for _, c := range svc.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name != name {
+				continue
+			}
+			if e.ValueFrom == nil {
+				return e.Value, nil
+			}
+			if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
+				if o := m.Find("v1", "ConfigMap", r.Name); o != nil {
+					if v, ok := o.Typed.(*corev1.ConfigMap).Data[r.Key]; ok {
+						return v, nil
+					}
+				}
+				return "", fmt.Errorf("%s: ConfigMap %s has no key %s", name, r.Name, r.Key)
+			}
+			return "", fmt.Errorf("%s comes from a Secret", name)
+		}
+	}
+	return "", fmt.Errorf("%s is not set on %s", name, svc.Name)
+}
+
+func deref0[T int64 | int32](p *T) int64 {
+	if p == nil {
+		return 0
+	}
+	return int64(*p)
+}

@@ -1,0 +1,348 @@
+package validation
+
+import (
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	duckv1 "knative.dev/pkg/apis/duck/v1"
+	"knative.dev/pkg/tracker"
+)
+
+// Typed mirrors of the custom resources knative/ uses whose Go packages are
+// not available here (knative.dev/eventing, eventing-rabbitmq, the RabbitMQ
+// cluster-operator). Field names and JSON keys follow the CRD schemas in
+// testdata/crds; strict decoding into them rejects any field the schemas do
+// not define (Knative's Trigger schema itself preserves unknown fields, its
+// Go types do not).
+
+// DeliverySpec is eventing's duck/v1 DeliverySpec (knative-v1.15).
+type DeliverySpec struct {
+	DeadLetterSink *duckv1.Destination `json:"deadLetterSink,omitempty"`
+	Retry          *int32              `json:"retry,omitempty"`
+	Timeout        *string             `json:"timeout,omitempty"`
+	BackoffPolicy  *string             `json:"backoffPolicy,omitempty"`
+	BackoffDelay   *string             `json:"backoffDelay,omitempty"`
+	RetryAfterMax  *string             `json:"retryAfterMax,omitempty"`
+	Format         *string             `json:"format,omitempty"`
+}
+
+// Broker is an eventing.knative.dev/v1 Broker.
+type Broker struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              BrokerSpec `json:"spec,omitempty"`
+}
+
+// BrokerSpec is the spec of a Broker.
+type BrokerSpec struct {
+	Config   *duckv1.KReference `json:"config,omitempty"`
+	Delivery *DeliverySpec      `json:"delivery,omitempty"`
+}
+
+// Trigger is an eventing.knative.dev/v1 Trigger.
+type Trigger struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              TriggerSpec `json:"spec,omitempty"`
+}
+
+// TriggerSpec is the spec of a Trigger. Filters (the new filter dialect) is
+// decoded so that the rules can refuse it: the RabbitMQ broker ignores it.
+type TriggerSpec struct {
+	Broker     string                   `json:"broker,omitempty"`
+	BrokerRef  *duckv1.KReference       `json:"brokerRef,omitempty"`
+	Filter     *TriggerFilter           `json:"filter,omitempty"`
+	Filters    []SubscriptionsAPIFilter `json:"filters,omitempty"`
+	Subscriber duckv1.Destination       `json:"subscriber"`
+	Delivery   *DeliverySpec            `json:"delivery,omitempty"`
+}
+
+// TriggerFilter is the exact-match attribute filter.
+type TriggerFilter struct {
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// SubscriptionsAPIFilter is one expression of spec.filters.
+type SubscriptionsAPIFilter struct {
+	All    []SubscriptionsAPIFilter `json:"all,omitempty"`
+	Any    []SubscriptionsAPIFilter `json:"any,omitempty"`
+	Not    *SubscriptionsAPIFilter  `json:"not,omitempty"`
+	Exact  map[string]string        `json:"exact,omitempty"`
+	Prefix map[string]string        `json:"prefix,omitempty"`
+	Suffix map[string]string        `json:"suffix,omitempty"`
+	CESQL  string                   `json:"cesql,omitempty"`
+}
+
+// SinkBinding is a sources.knative.dev/v1 SinkBinding.
+type SinkBinding struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              SinkBindingSpec `json:"spec,omitempty"`
+}
+
+// SinkBindingSpec is the spec of a SinkBinding: duck SourceSpec plus
+// BindingSpec.
+type SinkBindingSpec struct {
+	Sink                duckv1.Destination          `json:"sink,omitempty"`
+	CloudEventOverrides *duckv1.CloudEventOverrides `json:"ceOverrides,omitempty"`
+	Subject             tracker.Reference           `json:"subject"`
+}
+
+// RabbitmqBrokerConfig is eventing-rabbitmq's eventing.knative.dev/v1alpha1
+// RabbitmqBrokerConfig.
+type RabbitmqBrokerConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              RabbitmqBrokerConfigSpec `json:"spec,omitempty"`
+}
+
+// RabbitmqBrokerConfigSpec is the spec of a RabbitmqBrokerConfig.
+type RabbitmqBrokerConfigSpec struct {
+	RabbitmqClusterReference *RabbitmqClusterReference `json:"rabbitmqClusterReference,omitempty"`
+	QueueType                string                    `json:"queueType,omitempty"`
+	Vhost                    string                    `json:"vhost,omitempty"`
+}
+
+// RabbitmqClusterReference points at a RabbitmqCluster (or at a Secret with
+// the connection details of an external RabbitMQ).
+type RabbitmqClusterReference struct {
+	Name             string                       `json:"name,omitempty"`
+	Namespace        string                       `json:"namespace,omitempty"`
+	ConnectionSecret *corev1.LocalObjectReference `json:"connectionSecret,omitempty"`
+}
+
+// RabbitmqCluster is the RabbitMQ cluster-operator's rabbitmq.com/v1beta1
+// RabbitmqCluster (v2.5.0). The pod-template override and the secret
+// backend are kept raw: the schema check covers them.
+type RabbitmqCluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              RabbitmqClusterSpec `json:"spec,omitempty"`
+}
+
+// RabbitmqClusterSpec is the spec of a RabbitmqCluster.
+type RabbitmqClusterSpec struct {
+	Replicas                      *int32                        `json:"replicas,omitempty"`
+	Image                         string                        `json:"image,omitempty"`
+	ImagePullSecrets              []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	Service                       *RabbitmqClusterServiceSpec   `json:"service,omitempty"`
+	Persistence                   *RabbitmqClusterPersistence   `json:"persistence,omitempty"`
+	Resources                     *corev1.ResourceRequirements  `json:"resources,omitempty"`
+	Affinity                      *corev1.Affinity              `json:"affinity,omitempty"`
+	Tolerations                   []corev1.Toleration           `json:"tolerations,omitempty"`
+	Rabbitmq                      *RabbitmqClusterConfiguration `json:"rabbitmq,omitempty"`
+	TLS                           *RabbitmqClusterTLS           `json:"tls,omitempty"`
+	Override                      json.RawMessage               `json:"override,omitempty"`
+	SkipPostDeploySteps           bool                          `json:"skipPostDeploySteps,omitempty"`
+	TerminationGracePeriodSeconds *int64                        `json:"terminationGracePeriodSeconds,omitempty"`
+	DelayStartSeconds             *int32                        `json:"delayStartSeconds,omitempty"`
+	SecretBackend                 json.RawMessage               `json:"secretBackend,omitempty"`
+}
+
+// RabbitmqClusterServiceSpec is spec.service of a RabbitmqCluster.
+type RabbitmqClusterServiceSpec struct {
+	Type        corev1.ServiceType `json:"type,omitempty"`
+	Annotations map[string]string  `json:"annotations,omitempty"`
+}
+
+// RabbitmqClusterPersistence is spec.persistence of a RabbitmqCluster.
+type RabbitmqClusterPersistence struct {
+	StorageClassName *string            `json:"storageClassName,omitempty"`
+	Storage          *resource.Quantity `json:"storage,omitempty"`
+}
+
+// RabbitmqClusterConfiguration is spec.rabbitmq: additions to rabbitmq.conf.
+type RabbitmqClusterConfiguration struct {
+	AdditionalPlugins []string `json:"additionalPlugins,omitempty"`
+	AdditionalConfig  string   `json:"additionalConfig,omitempty"`
+	AdvancedConfig    string   `json:"advancedConfig,omitempty"`
+	EnvConfig         string   `json:"envConfig,omitempty"`
+}
+
+// RabbitmqClusterTLS is spec.tls of a RabbitmqCluster.
+type RabbitmqClusterTLS struct {
+	SecretName             string `json:"secretName,omitempty"`
+	CaSecretName           string `json:"caSecretName,omitempty"`
+	DisableNonTLSListeners bool   `json:"disableNonTLSListeners,omitempty"`
+}
+
+// Kustomization is the subset of kustomize's Kustomization (v1beta1) that
+// knative/ may use. Decoding is strict: a field outside this subset is an
+// error, so nobody adds a transformer the tests do not model.
+type Kustomization struct {
+	APIVersion      string            `json:"apiVersion"`
+	Kind            string            `json:"kind"`
+	Namespace       string            `json:"namespace,omitempty"`
+	Labels          []KustomizeLabel  `json:"labels,omitempty"`
+	Resources       []string          `json:"resources,omitempty"`
+	Configurations  []string          `json:"configurations,omitempty"`
+	SecretGenerator []SecretGenerator `json:"secretGenerator,omitempty"`
+	Images          []KustomizeImage  `json:"images,omitempty"`
+}
+
+// KustomizeLabel is one entry of labels:.
+type KustomizeLabel struct {
+	Pairs            map[string]string `json:"pairs"`
+	IncludeSelectors bool              `json:"includeSelectors,omitempty"`
+	IncludeTemplates bool              `json:"includeTemplates,omitempty"`
+}
+
+// SecretGenerator is one entry of secretGenerator:.
+type SecretGenerator struct {
+	Name     string   `json:"name"`
+	Envs     []string `json:"envs,omitempty"`
+	Files    []string `json:"files,omitempty"`
+	Literals []string `json:"literals,omitempty"`
+	Type     string   `json:"type,omitempty"`
+}
+
+// KustomizeImage is one entry of images:.
+type KustomizeImage struct {
+	Name    string `json:"name"`
+	NewName string `json:"newName,omitempty"`
+	NewTag  string `json:"newTag,omitempty"`
+	Digest  string `json:"digest,omitempty"`
+}
+
+// KustomizeConfig is a transformer configuration file (configurations:);
+// knative/ uses only nameReference.
+type KustomizeConfig struct {
+	NameReference []NameReference `json:"nameReference"`
+}
+
+// NameReference tells kustomize where objects of one kind are referred to.
+type NameReference struct {
+	Kind       string           `json:"kind"`
+	Version    string           `json:"version,omitempty"`
+	Group      string           `json:"group,omitempty"`
+	FieldSpecs []KustomizeField `json:"fieldSpecs"`
+}
+
+// KustomizeField is a fieldSpec of a transformer configuration.
+type KustomizeField struct {
+	Group   string `json:"group,omitempty"`
+	Version string `json:"version,omitempty"`
+	Kind    string `json:"kind,omitempty"`
+	Path    string `json:"path"`
+	Create  bool   `json:"create,omitempty"`
+}
+
+// FuncYAML is a function's func.yaml (Knative Functions specVersion 0.36),
+// with the keys of knative.dev/func's pkg/functions.Function.
+type FuncYAML struct {
+	SpecVersion string     `json:"specVersion"`
+	Name        string     `json:"name"`
+	Runtime     string     `json:"runtime"`
+	Domain      string     `json:"domain,omitempty"`
+	Registry    string     `json:"registry,omitempty"`
+	Image       string     `json:"image,omitempty"`
+	ImageDigest string     `json:"imageDigest,omitempty"`
+	Created     string     `json:"created,omitempty"`
+	Invoke      string     `json:"invoke,omitempty"`
+	Build       FuncBuild  `json:"build,omitempty"`
+	Run         FuncRun    `json:"run,omitempty"`
+	Deploy      FuncDeploy `json:"deploy,omitempty"`
+}
+
+// FuncBuild is func.yaml's build section.
+type FuncBuild struct {
+	Git           map[string]string `json:"git,omitempty"`
+	BuilderImages map[string]string `json:"builderImages,omitempty"`
+	Buildpacks    []string          `json:"buildpacks,omitempty"`
+	Builder       string            `json:"builder,omitempty"`
+	BuildEnvs     []FuncEnv         `json:"buildEnvs,omitempty"`
+	PVCSize       string            `json:"pvcSize,omitempty"`
+	BaseImage     string            `json:"baseImage,omitempty"`
+}
+
+// FuncRun is func.yaml's run section.
+type FuncRun struct {
+	Volumes      []FuncVolume `json:"volumes,omitempty"`
+	Envs         []FuncEnv    `json:"envs,omitempty"`
+	StartTimeout string       `json:"startTimeout,omitempty"`
+}
+
+// FuncVolume is one run.volumes entry: a Secret, ConfigMap, claim or emptyDir
+// mounted at path.
+type FuncVolume struct {
+	Path                  *string       `json:"path,omitempty"`
+	Secret                *string       `json:"secret,omitempty"`
+	ConfigMap             *string       `json:"configMap,omitempty"`
+	PersistentVolumeClaim *FuncClaim    `json:"persistentVolumeClaim,omitempty"`
+	EmptyDir              *FuncEmptyDir `json:"emptyDir,omitempty"`
+}
+
+// FuncClaim is a run.volumes persistentVolumeClaim.
+type FuncClaim struct {
+	ClaimName *string `json:"claimName,omitempty"`
+	ReadOnly  bool    `json:"readOnly,omitempty"`
+}
+
+// FuncEmptyDir is a run.volumes emptyDir.
+type FuncEmptyDir struct {
+	Medium    string  `json:"medium,omitempty"`
+	SizeLimit *string `json:"sizeLimit,omitempty"`
+}
+
+// FuncEnv is one env entry: a plain value, {{ env:NAME }}, {{ secret:name:key }}
+// or {{ configMap:name:key }}.
+type FuncEnv struct {
+	Name  *string `json:"name,omitempty"`
+	Value *string `json:"value,omitempty"`
+}
+
+// FuncDeploy is func.yaml's deploy section.
+type FuncDeploy struct {
+	Namespace          string              `json:"namespace,omitempty"`
+	Remote             bool                `json:"remote,omitempty"`
+	Annotations        map[string]string   `json:"annotations,omitempty"`
+	Options            FuncOptions         `json:"options,omitempty"`
+	Labels             []map[string]string `json:"labels,omitempty"`
+	HealthEndpoints    FuncHealthEndpoints `json:"healthEndpoints,omitempty"`
+	ServiceAccountName string              `json:"serviceAccountName,omitempty"`
+	Image              string              `json:"image,omitempty"`
+	Subscriptions      []json.RawMessage   `json:"subscriptions,omitempty"`
+}
+
+// FuncOptions is deploy.options: what func deploy turns into autoscaling
+// annotations, container resources and containerConcurrency.
+type FuncOptions struct {
+	Scale     *FuncScale     `json:"scale,omitempty"`
+	Resources *FuncResources `json:"resources,omitempty"`
+}
+
+// FuncScale is deploy.options.scale.
+type FuncScale struct {
+	Min         *int64   `json:"min,omitempty"`
+	Max         *int64   `json:"max,omitempty"`
+	Metric      *string  `json:"metric,omitempty"`
+	Target      *float64 `json:"target,omitempty"`
+	Utilization *float64 `json:"utilization,omitempty"`
+}
+
+// FuncResources is deploy.options.resources.
+type FuncResources struct {
+	Requests *FuncResourceList `json:"requests,omitempty"`
+	Limits   *FuncLimits       `json:"limits,omitempty"`
+}
+
+// FuncResourceList is deploy.options.resources.requests.
+type FuncResourceList struct {
+	CPU    *string `json:"cpu,omitempty"`
+	Memory *string `json:"memory,omitempty"`
+}
+
+// FuncLimits is deploy.options.resources.limits.
+type FuncLimits struct {
+	CPU         *string `json:"cpu,omitempty"`
+	Memory      *string `json:"memory,omitempty"`
+	Concurrency *int64  `json:"concurrency,omitempty"`
+}
+
+// FuncHealthEndpoints is deploy.healthEndpoints.
+type FuncHealthEndpoints struct {
+	Liveness  string `json:"liveness,omitempty"`
+	Readiness string `json:"readiness,omitempty"`
+}
