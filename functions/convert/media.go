@@ -1,0 +1,141 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// mediaInfo is what the conversion needs to know about a file.
+type mediaInfo struct {
+	audioCodec string        // codec of the first audio stream, "" when there is none
+	duration   time.Duration // 0 when unknown
+}
+
+// probeError: ffprobe ran and could not read the file (a permanent failure).
+type probeError struct{ stderr string }
+
+func (e *probeError) Error() string { return "ffprobe: " + lastLine(e.stderr) }
+
+// ffmpegError: ffmpeg ran and exited non-zero (a permanent failure).
+type ffmpegError struct {
+	code   int
+	stderr string
+}
+
+func (e *ffmpegError) Error() string {
+	return fmt.Sprintf("ffmpeg exited with status %d: %s", e.code, lastLine(e.stderr))
+}
+
+// probe runs ffprobe on a file. Other errors than *probeError are transient
+// (ffprobe missing, killed by the deadline).
+func (f *Function) probe(ctx context.Context, name string) (mediaInfo, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, f.ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if ctx.Err() == nil && errors.As(err, &exitErr) && exitErr.Exited() {
+			return mediaInfo{}, &probeError{stderr: stderr.String()}
+		}
+		return mediaInfo{}, fmt.Errorf("ffprobe: %w", err)
+	}
+	var out struct {
+		Streams []struct {
+			CodecType string `json:"codec_type"`
+			CodecName string `json:"codec_name"`
+			Duration  string `json:"duration"`
+		} `json:"streams"`
+		Format struct {
+			Duration string `json:"duration"`
+		} `json:"format"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		return mediaInfo{}, &probeError{stderr: "unreadable ffprobe output: " + err.Error()}
+	}
+	info := mediaInfo{duration: seconds(out.Format.Duration)}
+	for _, s := range out.Streams {
+		if s.CodecType != "audio" {
+			continue
+		}
+		if info.audioCodec == "" {
+			info.audioCodec = s.CodecName
+			if info.audioCodec == "" {
+				info.audioCodec = "unknown"
+			}
+		}
+		info.duration = max(info.duration, seconds(s.Duration))
+	}
+	return info, nil
+}
+
+// runFFmpeg extracts the first audio stream of in into the MP3 out: copied when it is
+// already MP3, encoded with LAME otherwise. Other errors than *ffmpegError are transient.
+func (f *Function) runFFmpeg(ctx context.Context, in, out string, copyAudio bool) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", in, "-map", "0:a:0", "-vn"}
+	if copyAudio {
+		args = append(args, "-c:a", "copy")
+	} else {
+		args = append(args, "-c:a", "libmp3lame", "-q:a", strconv.Itoa(f.quality))
+	}
+	args = append(args, out)
+	if f.onFFmpeg != nil {
+		f.onFFmpeg(args)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, f.ffmpeg, args...)
+	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	var exitErr *exec.ExitError
+	if ctx.Err() == nil && errors.As(err, &exitErr) && exitErr.Exited() {
+		return &ffmpegError{code: exitErr.ExitCode(), stderr: stderr.String()}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("ffmpeg stopped after %s: %w", f.timeout, ctx.Err())
+	}
+	return fmt.Errorf("ffmpeg: %w", err)
+}
+
+// seconds parses ffprobe's decimal seconds ("N/A" and "" give 0).
+func seconds(s string) time.Duration {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 || v > 1e9 {
+		return 0
+	}
+	return time.Duration(v * float64(time.Second))
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// tail keeps the last max bytes written to it (ffmpeg can be chatty on a broken file).
+type tail struct {
+	max int
+	buf *bytes.Buffer
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	n := len(p)
+	t.buf.Write(p)
+	if over := t.buf.Len() - t.max; over > 0 {
+		t.buf.Next(over)
+	}
+	return n, nil
+}
