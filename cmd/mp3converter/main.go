@@ -22,8 +22,9 @@ Run the system on this machine:
 Use a server (--server, MP3C_SERVER, default http://127.0.0.1:8080):
   mp3converter login [EMAIL]                  log in and keep the token (0600, in your config dir)
   mp3converter convert FILE... [--out DIR] [--no-wait]
-  mp3converter status [VIDEO_FID]
-  mp3converter download MP3_FID [-o FILE]
+                                              upload, wait, save clip.mp4's MP3 as clip.mp3 beside it
+  mp3converter status [VIDEO_FID]             one job, or your recent jobs
+  mp3converter download MP3_FID [-o FILE]     save an MP3 under its name on the server
 
 Manage users (admin token, or straight against MySQL when MYSQL_DSN is set):
   mp3converter user add EMAIL [--admin]       password from stdin or a hidden prompt

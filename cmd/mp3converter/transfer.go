@@ -3,17 +3,344 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"mp3converter/internal/client"
 )
 
-// The client commands of the user's workflow; see issue "The user's client".
+// The client commands of the user's workflow: convert, status, download.
+// main hands them the process's stdout; tests their own writer and client.
 func runConvert(ctx context.Context, args []string) error {
-	return errors.New("convert: not implemented yet; use curl as the README shows")
+	return (&app{out: os.Stdout}).convert(ctx, args)
 }
 
 func runStatus(ctx context.Context, args []string) error {
-	return errors.New("status: not implemented yet; use curl as the README shows")
+	return (&app{out: os.Stdout}).status(ctx, args)
 }
 
 func runDownload(ctx context.Context, args []string) error {
-	return errors.New("download: not implemented yet; use curl as the README shows")
+	return (&app{out: os.Stdout}).download(ctx, args)
+}
+
+// app runs the client commands.
+type app struct {
+	out  io.Writer
+	http *http.Client  // nil: http.DefaultClient
+	poll time.Duration // the first wait between two looks at a job; 0: 1 s
+}
+
+const (
+	parallelFiles = 3               // convert works on at most this many files at once
+	maxPoll       = 5 * time.Second // the longest wait between two looks at a job
+	maxPollErrors = 10              // job lookups that may fail in a row (server briefly away)
+)
+
+func (a *app) interval() time.Duration {
+	if a.poll > 0 {
+		return a.poll
+	}
+	return time.Second
+}
+
+// client is authedClient with the app's HTTP client.
+func (a *app) client(server string) (*client.Client, error) {
+	c, err := authedClient(server)
+	if err != nil {
+		return nil, err
+	}
+	c.HTTP = a.http
+	return c, nil
+}
+
+// fileResult is what became of one file given to convert.
+type fileResult struct {
+	input    string
+	videoFID string
+	job      client.Job // the last state seen
+	target   string     // where the MP3 goes
+	saved    string     // the MP3 written (target, or "name (1).mp3" when target was taken)
+	stage    string     // where it stopped: queued, upload, convert, download; "" when complete
+	err      error
+}
+
+// convert uploads each file, follows its conversion and downloads the MP3.
+func (a *app) convert(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	server := serverFlag(fs)
+	outDir := fs.String("out", "", "write the MP3s into this directory (default: beside each input)")
+	noWait := fs.Bool("no-wait", false, "upload, print the job ids and return without waiting for the MP3s")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return helpIsNoError(err)
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		return errors.New("usage: mp3converter convert FILE... [--out DIR] [--no-wait]")
+	}
+	c, err := a.client(*server)
+	if err != nil {
+		return err
+	}
+	if *outDir != "" {
+		if err := os.MkdirAll(*outDir, 0o755); err != nil {
+			return err
+		}
+	}
+
+	disp := newDisplay(a.out)
+	results := make([]fileResult, len(files))
+	trackers := make([]tracker, len(files))
+	for i, f := range files {
+		trackers[i] = disp.track(f)
+	}
+	sem := make(chan struct{}, parallelFiles)
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+				results[i] = a.convertOne(ctx, c, f, *outDir, *noWait, trackers[i])
+			case <-ctx.Done():
+				results[i] = fileResult{input: f, stage: "queued", err: ctx.Err()}
+				trackers[i].fail("not started")
+			}
+		}()
+	}
+	wg.Wait()
+	disp.wait()
+	return summarize(ctx, a.out, results, *noWait)
+}
+
+// convertOne is the whole journey of one file; it always ends its tracker.
+func (a *app) convertOne(ctx context.Context, c *client.Client, path, outDir string, noWait bool, tr tracker) (res fileResult) {
+	res = fileResult{input: path, stage: "upload"}
+	defer func() {
+		switch {
+		case res.err == nil && res.stage == "":
+			if noWait {
+				tr.done("uploaded as " + res.videoFID)
+			} else {
+				tr.done("saved " + res.saved)
+			}
+		case errors.Is(res.err, context.Canceled):
+			tr.fail("interrupted")
+		default:
+			tr.fail(res.err.Error())
+		}
+	}()
+
+	up, err := a.upload(ctx, c, path, tr)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	res.videoFID = up.VideoFID
+	if noWait {
+		res.stage = ""
+		return res
+	}
+	tr.state("uploaded as " + up.VideoFID)
+
+	res.stage = "convert"
+	res.job, res.err = a.follow(ctx, c, up.VideoFID, tr)
+	if res.err != nil {
+		return res
+	}
+	if res.job.State == "failed" {
+		res.err = fmt.Errorf("conversion failed: %s", res.job.Reason)
+		return res
+	}
+
+	res.stage = "download"
+	dir := outDir
+	if dir == "" {
+		dir = filepath.Dir(path)
+	}
+	res.target = filepath.Join(dir, mp3Name(filepath.Base(path)))
+	res.saved, res.err = a.fetch(ctx, c, res.job.MP3FID, func(string) (string, bool) { return res.target, false }, tr)
+	if res.err == nil {
+		res.stage = ""
+	}
+	return res
+}
+
+// upload streams the file as a raw body, with its type guessed from the extension.
+func (a *app) upload(ctx context.Context, c *client.Client, path string, tr tracker) (client.Uploaded, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return client.Uploaded{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return client.Uploaded{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return client.Uploaded{}, fmt.Errorf("%s is not a regular file", path)
+	}
+	contentType := mime.TypeByExtension(filepath.Ext(path))
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	tr.phase("uploading", st.Size())
+	up, err := c.Upload(ctx, &progressReader{r: f, tr: tr}, st.Size(), filepath.Base(path), contentType)
+	if err != nil {
+		return up, explainUpload(err)
+	}
+	return up, nil
+}
+
+var bytesInMessage = regexp.MustCompile(`(\d+) bytes`)
+
+// explainUpload says why the server refused a file, in its words plus a readable size.
+func explainUpload(err error) error {
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) {
+		return explain(err)
+	}
+	switch apiErr.Status {
+	case http.StatusRequestEntityTooLarge:
+		msg := bytesInMessage.ReplaceAllStringFunc(apiErr.Message, func(m string) string {
+			n, err := strconv.ParseInt(strings.Fields(m)[0], 10, 64)
+			if err != nil {
+				return m
+			}
+			return fmt.Sprintf("%s (%s)", m, size(n))
+		})
+		return fmt.Errorf("too large for this server: %s", msg)
+	case http.StatusUnsupportedMediaType:
+		return fmt.Errorf("refused, not media: %s", apiErr.Message)
+	}
+	return explain(err)
+}
+
+// follow looks at the job until it is done or failed, waiting a little
+// longer each time, and shows its state.
+func (a *app) follow(ctx context.Context, c *client.Client, fid string, tr tracker) (client.Job, error) {
+	wait := a.interval()
+	shown := ""
+	var job client.Job
+	for failures := 0; ; {
+		j, err := c.Job(ctx, fid)
+		switch {
+		case err == nil:
+			failures, job = 0, j
+			if label := stateLabel(j); label != shown && j.State != "failed" { // a failure is told by the caller
+				tr.state(label)
+				shown = label
+			}
+			if j.Finished() {
+				return j, nil
+			}
+		case ctx.Err() != nil:
+			return job, ctx.Err()
+		case client.IsTransient(err) && failures < maxPollErrors:
+			failures++
+		default:
+			return job, explain(err)
+		}
+		if err := sleepCtx(ctx, wait); err != nil {
+			return job, err
+		}
+		wait = min(wait*3/2, maxPoll)
+	}
+}
+
+// stateLabel is a job's state as a person reads it.
+func stateLabel(j client.Job) string {
+	switch j.State {
+	case "uploaded":
+		return "waiting for a converter"
+	case "converting":
+		if j.Attempts > 1 {
+			return fmt.Sprintf("converting (attempt %d)", j.Attempts)
+		}
+		return "converting"
+	case "done":
+		return "converted"
+	}
+	return j.State
+}
+
+// mp3Name is clip.mp4 -> clip.mp3.
+func mp3Name(base string) string {
+	if ext := filepath.Ext(base); ext != "" && ext != base {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return base + ".mp3"
+}
+
+// summarize prints one line per file and returns an error when any failed
+// (wrapping context.Canceled when interrupted, for exit status 130).
+func summarize(ctx context.Context, out io.Writer, results []fileResult, noWait bool) error {
+	failed := 0
+	fmt.Fprintln(out)
+	for _, r := range results {
+		if r.err != nil {
+			failed++
+		}
+		switch {
+		case r.err == nil && noWait:
+			fmt.Fprintf(out, "%s: uploaded as %s; `mp3converter status %s` to follow it\n", r.input, r.videoFID, r.videoFID)
+		case r.err == nil:
+			fmt.Fprintf(out, "%s: done -> %s\n", r.input, r.saved)
+		case !errors.Is(r.err, context.Canceled) && r.stage == "download":
+			fmt.Fprintf(out, "%s: FAILED (job %s): %v; `mp3converter download %s -o %s` tries again\n",
+				r.input, r.videoFID, r.err, r.job.MP3FID, shellQuote(r.target))
+		case !errors.Is(r.err, context.Canceled) && r.videoFID != "":
+			fmt.Fprintf(out, "%s: FAILED (job %s): %v\n", r.input, r.videoFID, r.err)
+		case !errors.Is(r.err, context.Canceled):
+			fmt.Fprintf(out, "%s: FAILED: %v\n", r.input, r.err)
+		case r.stage == "queued":
+			fmt.Fprintf(out, "%s: not started\n", r.input)
+		case r.stage == "upload":
+			fmt.Fprintf(out, "%s: interrupted while uploading; the server discards incomplete uploads\n", r.input)
+		case r.stage == "convert":
+			state := "converting"
+			if r.job.State == "uploaded" {
+				state = "waiting for a converter"
+			}
+			fmt.Fprintf(out, "%s: uploaded as %s, still %s; `mp3converter status %s` to follow it\n",
+				r.input, r.videoFID, state, r.videoFID)
+		case r.stage == "download":
+			fmt.Fprintf(out, "%s: converted, download interrupted; `mp3converter download %s -o %s` to get it\n",
+				r.input, r.job.MP3FID, shellQuote(r.target))
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	case failed > 0:
+		return fmt.Errorf("%d of %d files failed", failed, len(results))
+	}
+	return nil
+}
+
+// helpIsNoError makes -h print the flags and succeed.
+func helpIsNoError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// shellQuote quotes a path for a command line when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

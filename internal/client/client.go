@@ -105,22 +105,13 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 	return c.do(req, out)
 }
 
-// do adds the token, sends, and turns error statuses into *APIError.
+// do sends and decodes a JSON answer into out (if any).
 func (c *Client) do(req *http.Request, out any) error {
-	if c.Token != "" && req.Header.Get("Authorization") == "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.httpClient().Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		if req.Context().Err() != nil {
-			return req.Context().Err()
-		}
-		return fmt.Errorf("%w at %s: %v", ErrUnreachable, c.Server, err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return readError(resp)
-	}
 	if out == nil {
 		return nil
 	}

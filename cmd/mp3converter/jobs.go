@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"mp3converter/internal/client"
+)
+
+// listLimit is how many recent jobs `status` shows.
+const listLimit = 20
+
+// status shows one job, or the caller's recent jobs as a table.
+func (a *app) status(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	server := serverFlag(fs)
+	if err := fs.Parse(reorder(args)); err != nil {
+		return helpIsNoError(err)
+	}
+	if fs.NArg() > 1 {
+		return errors.New("usage: mp3converter status [VIDEO_FID]")
+	}
+	c, err := a.client(*server)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() == 1 {
+		return a.showJob(ctx, c, fs.Arg(0))
+	}
+	return a.listJobs(ctx, c)
+}
+
+func (a *app) showJob(ctx context.Context, c *client.Client, fid string) error {
+	j, err := c.Job(ctx, fid)
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+		return fmt.Errorf("no job %s (or not yours): `mp3converter status` lists yours", fid)
+	}
+	if err != nil {
+		return explain(err)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "file:\t%s\n", j.Filename)
+	fmt.Fprintf(tw, "video:\t%s (%s, %s)\n", j.VideoFID, size(j.Size), j.ContentType)
+	fmt.Fprintf(tw, "state:\t%s\n", j.State)
+	if j.Reason != "" {
+		fmt.Fprintf(tw, "reason:\t%s\n", j.Reason)
+	}
+	fmt.Fprintf(tw, "uploaded:\t%s\n", when(j.CreatedAt))
+	fmt.Fprintf(tw, "updated:\t%s\n", when(j.UpdatedAt))
+	if j.State == "done" && j.MP3FID != "" {
+		fmt.Fprintf(tw, "mp3:\t%s (%.1f s): mp3converter download %s\n", j.MP3FID, j.DurationSeconds, j.MP3FID)
+	}
+	return tw.Flush()
+}
+
+func (a *app) listJobs(ctx context.Context, c *client.Client) error {
+	jobs, next, err := c.Jobs(ctx, listLimit, "")
+	if err != nil {
+		return explain(err)
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintln(a.out, "No jobs yet: `mp3converter convert FILE` converts one.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VIDEO_FID\tFILE\tSTATE\tUPDATED\tREASON")
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.VideoFID, oneLine(j.Filename), j.State, when(j.UpdatedAt), oneLine(j.Reason))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(a.out, "(the %d most recent)\n", listLimit)
+	}
+	return nil
+}
+
+// when is a time in the local zone, to the second.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
+}
+
+// oneLine keeps a table row on one line: control characters become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// download saves one MP3, under the name the server gives it or -o's.
+func (a *app) download(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("download", flag.ContinueOnError)
+	server := serverFlag(fs)
+	out := fs.String("o", "", "write the MP3 to this file (default: its name on the server, in the current directory)")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return helpIsNoError(err)
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: mp3converter download MP3_FID [-o FILE]")
+	}
+	fid := fs.Arg(0)
+	c, err := a.client(*server)
+	if err != nil {
+		return err
+	}
+	dest := func(suggested string) (string, bool) {
+		name := safeName(suggested, fid+".mp3")
+		if st, err := os.Stat(*out); *out != "" && err == nil && st.IsDir() {
+			return filepath.Join(*out, name), false // -o DIR: its name, in DIR
+		}
+		if *out != "" {
+			return *out, true
+		}
+		return name, false
+	}
+	disp := newDisplay(a.out)
+	tr := disp.track(fid)
+	path, err := a.fetch(ctx, c, fid, dest, tr)
+	if err != nil {
+		tr.fail(err.Error())
+	} else {
+		tr.done("saved " + path)
+	}
+	disp.wait()
+	return err
+}
+
+// safeName keeps a server-suggested file name to a plain name in the
+// current directory: no directories, no control characters, not hidden.
+func safeName(name, fallback string) string {
+	name = oneLine(filepath.Base(strings.ReplaceAll(name, `\`, "/")))
+	name = strings.TrimLeft(strings.TrimSpace(name), ".")
+	if name == "" || name == "/" {
+		return fallback
+	}
+	return name
+}
