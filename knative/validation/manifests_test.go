@@ -365,6 +365,12 @@ func TestServicePolicyRuleRejects(t *testing.T) {
 		{"no memory limit", func(t *testing.T, m *Manifests) {
 			container(t, m, "download").Resources.Limits = nil
 		}, `resources\.limits\.memory`},
+		{"GOMEMLIMIT above the memory limit", func(t *testing.T, m *Manifests) {
+			env(t, container(t, m, "upload"), "GOMEMLIMIT").Value = "600MiB"
+		}, `env\.GOMEMLIMIT\s+must be below resources\.limits\.memory \(512Mi\)`},
+		{"GOMEMLIMIT not a size", func(t *testing.T, m *Manifests) {
+			env(t, container(t, m, "upload"), "GOMEMLIMIT").Value = "400M"
+		}, `not a size like 400MiB`},
 		{"scale annotations on the Service instead of its template", func(t *testing.T, m *Manifests) {
 			ksvc(t, m, "login").Annotations = map[string]string{"autoscaling.knative.dev/max-scale": "3"}
 		}, `belong on spec\.template\.metadata`},

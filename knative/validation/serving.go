@@ -190,6 +190,18 @@ func containerPolicy(name string, c *corev1.Container) *apis.FieldError {
 	}
 
 	r := c.Resources
+	if lim, ok := r.Limits[corev1.ResourceMemory]; ok {
+		for _, e := range c.Env {
+			if e.Name != "GOMEMLIMIT" || e.ValueFrom != nil {
+				continue
+			}
+			if n, err := parseGoMemLimit(e.Value); err != nil {
+				errs = errs.Also(apis.ErrInvalidValue(e.Value, "env.GOMEMLIMIT", err.Error()))
+			} else if n >= lim.Value() {
+				errs = errs.Also(apis.ErrInvalidValue(e.Value, "env.GOMEMLIMIT", "must be below resources.limits.memory ("+lim.String()+"): it is the soft limit the garbage collector keeps under"))
+			}
+		}
+	}
 	for _, k := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		if _, ok := r.Requests[k]; !ok {
 			errs = errs.Also(apis.ErrMissingField("resources.requests." + string(k)))
@@ -234,6 +246,27 @@ func probePolicy(p *corev1.Probe, path string) *apis.FieldError {
 		errs = errs.Also(apis.ErrInvalidValue(h.Port.String(), "httpGet.port", fmt.Sprintf("must be the container port %d", FunctionPort)))
 	}
 	return errs
+}
+
+// parseGoMemLimit parses GOMEMLIMIT as the Go runtime does: an integer with
+// an optional B, KiB, MiB, GiB or TiB suffix.
+func parseGoMemLimit(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("not a size like 400MiB")
+	}
+	return n * mult, nil
 }
 
 // imageName strips a tag or digest; a registry prefix stays (and fails the
