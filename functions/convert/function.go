@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -51,7 +52,8 @@ type Function struct {
 
 	client      *mongo.Client
 	prefix      string
-	timeout     time.Duration
+	timeout     time.Duration // bound of one conversion (CONVERT_TIMEOUT)
+	lease       time.Duration // how long a claim lasts unless renewed (CONVERT_LEASE)
 	quality     int
 	maxDuration time.Duration
 	keepVideos  bool
@@ -129,6 +131,12 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	var err error
 	if f.timeout, err = durationSetting(cfg, "CONVERT_TIMEOUT", 10*time.Minute); err != nil {
 		return err
+	}
+	if f.lease, err = durationSetting(cfg, "CONVERT_LEASE", 30*time.Second); err != nil {
+		return err
+	}
+	if f.lease < 3*time.Second {
+		return fmt.Errorf("CONVERT_LEASE must be at least 3s, got %s", f.lease)
 	}
 	if f.maxDuration, err = durationSetting(cfg, "MAX_DURATION", 4*time.Hour); err != nil {
 		return err
@@ -248,7 +256,7 @@ func (f *Function) process(ctx context.Context, log *slog.Logger, oid bson.Objec
 		return f.replay(claimCtx, log, j)
 	}
 	now := time.Now().UTC()
-	lease := now.Add(f.timeout)
+	lease := now.Add(f.lease)
 	n, heldUntil, err := f.claim(claimCtx, oid, j.Attempts, now, lease)
 	if err != nil {
 		return f.storageError(log, "cannot claim the job", err)
@@ -278,10 +286,54 @@ func (f *Function) process(ctx context.Context, log *slog.Logger, oid bson.Objec
 		return f.replay(claimCtx, log, j)
 	}
 	log.Info("claimed the job")
-	// The work stops when the lease ends, so a later claim never overlaps with this one.
-	workCtx, cancelWork := context.WithDeadline(ctx, lease)
+	// The claim is short and renewed while the work goes on: the claim of an
+	// attempt that crashed ends within CONVERT_LEASE, so the broker's next
+	// retry takes over instead of waiting out CONVERT_TIMEOUT. The work stops
+	// if the claim cannot be renewed in time, so two claims never overlap.
+	workCtx, cancelWork := context.WithTimeout(ctx, f.timeout)
 	defer cancelWork()
+	stopRenewing := f.renewClaim(workCtx, cancelWork, log, j, lease)
+	defer stopRenewing()
 	return f.convert(workCtx, log, j)
+}
+
+// renewClaim extends this delivery's claim every third of CONVERT_LEASE
+// until stop is called; if the claim would lapse first, it calls lost.
+func (f *Function) renewClaim(ctx context.Context, lost context.CancelFunc, log *slog.Logger, j job, lease time.Time) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ticker := time.NewTicker(f.lease / 3)
+		defer ticker.Stop()
+		claims := f.videosDB().Collection("convert_claims")
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			if time.Now().After(lease) {
+				log.Error("the claim lapsed before it could be renewed: stopping this attempt")
+				lost()
+				return
+			}
+			next := time.Now().UTC().Add(f.lease)
+			rctx, cancel := context.WithDeadline(ctx, lease)
+			_, err := claims.UpdateOne(rctx, bson.D{{Key: "_id", Value: claimID(j.ID, j.Attempts)}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "lease_until", Value: next}}}})
+			cancel()
+			if err != nil {
+				log.Warn("cannot renew the claim", "err", err)
+				continue
+			}
+			lease = next
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // readJob reads the job; a missing job reads as state "".

@@ -1066,3 +1066,50 @@ func toM(t *testing.T, v any) bson.M {
 	}
 	return m
 }
+
+// claimLease reads the lease of claim <fid>/<attempt>.
+func (e *env) claimLease(fid string, attempt int32) time.Time {
+	e.t.Helper()
+	var c struct {
+		LeaseUntil time.Time `bson:"lease_until"`
+	}
+	err := e.videos().Collection("convert_claims").FindOne(context.Background(),
+		bson.D{{Key: "_id", Value: claimID(oid(e.t, fid), attempt)}}).Decode(&c)
+	if err != nil {
+		e.t.Fatalf("claim %s/%d: %v", fid, attempt, err)
+	}
+	return c.LeaseUntil
+}
+
+// A conversion that outlasts CONVERT_LEASE keeps its claim by renewing it: a
+// duplicate delivery after the first lease would have ended still gets 503.
+func TestClaimIsRenewedWhileConverting(t *testing.T) {
+	e := newEnv(t)
+	reached, release := make(chan struct{}), make(chan struct{})
+	_, srv := e.start(map[string]string{"CONVERT_LEASE": "3s"}, func(f *Function) {
+		f.beforeUpload = func() { close(reached); <-release }
+	})
+	up := e.seed(media["mp4"], "clip.mp4", "video/mp4")
+	fid := up["video_fid"].(string)
+	first := make(chan answer, 1)
+	go func() { first <- deliver(t, srv.URL, uploadedEvent(fid, up), false) }()
+	<-reached
+
+	firstLease := e.claimLease(fid, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for !time.Now().After(firstLease) || !e.claimLease(fid, 1).After(time.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the claim was not renewed past %s", firstLease)
+		}
+		time.Sleep(100 * time.Millisecond) // waiting for the clock: the lease is a span of time
+	}
+	second := deliver(t, srv.URL, uploadedEvent(fid, up), false)
+	close(release)
+	if second.status != http.StatusServiceUnavailable {
+		t.Errorf("duplicate after the first lease answered %d %s; want 503 (claim renewed)", second.status, second.body)
+	}
+	checkReply(t, <-first, typeConverted, fid)
+	if j := e.job(fid); j["attempts"] != int32(1) {
+		t.Errorf("attempts %v, want 1", j["attempts"])
+	}
+}
