@@ -6,7 +6,7 @@ FUNCTIONS := convert download login notify upload validate
 # Every package of the workspace: the root module and the six function modules.
 PACKAGES  := mp3converter/...
 
-.PHONY: run test build vet function-builds ffmpeg clean
+.PHONY: run test build vet function-builds knative-check ffmpeg clean
 
 ## run: the whole system on this machine (gateway on 127.0.0.1:8080)
 run: ffmpeg
@@ -27,6 +27,11 @@ function-builds:
 		echo "functions/$$f: GOWORK=off go build ./... && go vet ./..."; \
 		(cd functions/$$f && GOWORK=off $(GO) build ./... && GOWORK=off $(GO) vet ./...) || exit 1; \
 	done
+
+## knative-check: the manifests in knative/ against the cluster's rules, the func.yaml files and func's host build
+## (part of make test too)
+knative-check:
+	$(GO) test -race -count=1 ./knative/validation/...
 
 ## build: the mp3converter binary in bin/
 build:

@@ -39,6 +39,10 @@ func runLogin(ctx context.Context, args []string) error {
 	srv := strings.TrimRight(*server, "/")
 	c := &client.Client{Server: srv}
 	tok, err := c.Login(ctx, email, password)
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized {
+		return errors.New("wrong email or password")
+	}
 	if err != nil {
 		return explain(err)
 	}

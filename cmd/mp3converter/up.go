@@ -18,11 +18,14 @@ func runUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	addr := fs.String("addr", envOr("MP3C_ADDR", "127.0.0.1:8080"), "gateway listen address (MP3C_ADDR)")
 	dataDir := fs.String("data-dir", envOr("MP3C_DATA_DIR", ".mp3converter"), "keys, embedded database files and the outbox (MP3C_DATA_DIR)")
+	brokerPrefix := fs.String("broker-prefix", os.Getenv("MP3C_BROKER_PREFIX"), "prefix of the RabbitMQ exchange and queues, so several stacks can share one RabbitMQ (MP3C_BROKER_PREFIX)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 
-	s, err := stack.Start(ctx, stack.Config{Addr: *addr, DataDir: *dataDir, Env: environ(), Logger: slog.Default(), Out: os.Stdout})
+	s, err := stack.Start(ctx, stack.Config{
+		Addr: *addr, DataDir: *dataDir, BrokerPrefix: *brokerPrefix, Env: environ(), Logger: slog.Default(), Out: os.Stdout,
+	})
 	if err != nil {
 		return err
 	}
