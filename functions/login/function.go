@@ -391,6 +391,7 @@ func (f *Function) authorize(ctx context.Context, w http.ResponseWriter, r *http
 	var claims tokenClaims
 	_, err := jwt.ParseWithClaims(token, &claims, f.keys.keyFunc,
 		jwt.WithValidMethods([]string{f.keys.method.Alg()}),
+		jwt.WithStrictDecoding(), // one token, one spelling: no unused base64 bits
 		jwt.WithIssuer(f.issuer), jwt.WithAudience(f.audience),
 		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(verifyLeeway))
 	if err != nil {

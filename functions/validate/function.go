@@ -214,6 +214,7 @@ func (f *Function) verify(header string) (*claims, string) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, f.keys.keyFunc,
 		jwt.WithValidMethods([]string{f.keys.method.Alg()}),
+		jwt.WithStrictDecoding(), // one token, one spelling: no unused base64 bits
 		jwt.WithIssuer(f.issuer),
 		jwt.WithAudience(f.audience),
 		jwt.WithExpirationRequired(),

@@ -207,6 +207,12 @@ func attackCases(t testing.TB, id int64, email string) []tokenCase {
 	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString(adminPayload) + "." + parts[2]
 	none := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good, map[string]any{"kid": nil})
 	huge := sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"pad": strings.Repeat("x", maxTokenLen)}), nil)
+	// The last character of a 256-byte signature carries 2 bits and 4 unused
+	// ones: flipping an unused bit gives another string that a lenient base64
+	// decoder reads as the same signature.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, valid[len(valid)-1])
+	sameBits := valid[:len(valid)-1] + string(alphabet[last^1])
 	return []tokenCase{
 		{"valid", "Bearer " + valid, 200, ""},
 		{"valid, scheme in lower case", "bearer " + valid, 200, ""},
@@ -223,6 +229,7 @@ func attackCases(t testing.TB, id int64, email string) []tokenCase {
 		{"four segments", "Bearer " + valid + ".x", 401, invalid("malformed token")},
 		{"bad signature (other key, our kid)", "Bearer " + sign(t, jwt.SigningMethodRS256, otherKey(), good, nil), 401, invalid("invalid signature or signing method")},
 		{"tampered payload", "Bearer " + tampered, 401, invalid("invalid signature or signing method")},
+		{"signature altered in its unused bits", "Bearer " + sameBits, 401, invalid("malformed token")},
 		{"signature stripped", "Bearer " + parts[0] + "." + parts[1] + ".", 401, invalid("invalid signature or signing method")},
 		{"alg none", "Bearer " + none, 401, invalid("invalid signature or signing method")},
 		{"HS256 with the public key PEM as secret", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(pubPEM), good, nil), 401, invalid("invalid signature or signing method")},
