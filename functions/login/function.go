@@ -65,7 +65,8 @@ type Function struct {
 	cost      int
 	dummyHash []byte // compared against when the email is unknown, so both cases cost the same
 
-	limiter *limiter
+	limiter   *limiter
+	proxyHops int // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
 }
 
 // New returns a Function whose routes are set; it serves 503 until Start has run.
@@ -137,7 +138,7 @@ func (f *Function) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	email = strings.ToLower(email)
-	ip := clientIP(r)
+	ip := clientIP(r, f.proxyHops)
 	if wait, ok := f.limiter.attempt(email, ip); !ok {
 		f.log.Warn("login rate limited", "email", email, "ip", ip)
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
@@ -279,6 +280,9 @@ func (f *Function) configure(cfg map[string]string) error {
 		return err
 	}
 	if f.limiter.window, err = durationSetting(cfg, "LOGIN_FAILURE_WINDOW", 15*time.Minute); err != nil {
+		return err
+	}
+	if f.proxyHops, err = intSetting(cfg, "TRUSTED_PROXY_HOPS", 0, 0, 10); err != nil {
 		return err
 	}
 	random := make([]byte, 32)
@@ -536,7 +540,22 @@ func thumbprint(pub *rsa.PublicKey) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-func clientIP(r *http.Request) string {
+// clientIP is the address the per-client limit counts. Behind proxies that
+// each append their peer's address to X-Forwarded-For, the client is the
+// entry `hops` from the right; entries further left are the client's own
+// claims and are never trusted.
+func clientIP(r *http.Request, hops int) string {
+	if hops > 0 {
+		var forwarded []string
+		for _, h := range r.Header.Values("X-Forwarded-For") {
+			for _, a := range strings.Split(h, ",") {
+				forwarded = append(forwarded, strings.TrimSpace(a))
+			}
+		}
+		if len(forwarded) >= hops && forwarded[len(forwarded)-hops] != "" {
+			return forwarded[len(forwarded)-hops]
+		}
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

@@ -751,3 +751,31 @@ func wantError(want string) func(*testing.T, response) {
 		}
 	}
 }
+
+func TestClientIPBehindTrustedProxies(t *testing.T) {
+	req := func(remote string, forwarded ...string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/login", nil)
+		r.RemoteAddr = remote
+		for _, f := range forwarded {
+			r.Header.Add("X-Forwarded-For", f)
+		}
+		return r
+	}
+	cases := []struct {
+		name string
+		r    *http.Request
+		hops int
+		want string
+	}{
+		{"no proxy trusted: the peer", req("10.0.0.9:5555", "6.6.6.6"), 0, "10.0.0.9"},
+		{"one proxy: its entry", req("127.0.0.1:5555", "203.0.113.7"), 1, "203.0.113.7"},
+		{"one proxy: a spoofed entry on the left is ignored", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7"), 1, "203.0.113.7"},
+		{"two proxies across two headers", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7", "10.1.1.1"), 2, "203.0.113.7"},
+		{"fewer entries than proxies: the peer", req("127.0.0.1:5555"), 1, "127.0.0.1"},
+	}
+	for _, c := range cases {
+		if got := clientIP(c.r, c.hops); got != c.want {
+			t.Errorf("%s: clientIP = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -49,6 +49,14 @@ type Config struct {
 	Instances    map[string]any
 	Manifests    fs.FS
 	BrokerPrefix string
+
+	// External names functions that run outside the stack, each at a base
+	// URL (e.g. {"convert": "http://127.0.0.1:9000"}, a process started with
+	// `mp3converter function convert`): the stack does not host them, the
+	// Broker and the gateway send their traffic there, and WaitReady does not
+	// wait for them. Such a process reads its own environment (MONGODB_URI,
+	// VALIDATE_URL, K_SINK, ...: see the Stack's fields).
+	External map[string]string
 }
 
 // Stack is a running local system.
@@ -60,9 +68,10 @@ type Stack struct {
 	MySQLDSN  string
 	MongoURI  string
 
-	log     *slog.Logger
-	closers []func() error // in the order they must run at shutdown
-	errs    chan error     // a function that failed
+	log      *slog.Logger
+	closers  []func() error  // in the order they must run at shutdown
+	errs     chan error      // a function that failed
+	external map[string]bool // functions running outside the stack
 }
 
 // functionNames in start order; each gets the instance its New() returns.
@@ -90,11 +99,15 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		log = slog.Default()
 	}
 	s = &Stack{Functions: map[string]string{}, log: log, errs: make(chan error, len(functionNames))}
-	defer func() {
+	defer func(started *Stack) { // not s: the error returns below set s to nil
 		if err != nil {
-			s.Close()
+			started.Close()
 		}
-	}()
+	}(s)
+	hosted, err := s.useExternal(cfg.External)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -116,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	}
 	s.URL = "http://" + gatewayListener.Addr().String()
 	listeners := map[string]net.Listener{}
-	for _, name := range functionNames {
+	for _, name := range hosted {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			gatewayListener.Close()
@@ -144,8 +157,8 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	env["MAIL_DIR"] = valueOr(env["MAIL_DIR"], s.MailDir)
 
 	fnCtx, stopFunctions := context.WithCancel(context.WithoutCancel(ctx))
-	stopped := make(chan struct{}, len(functionNames))
-	for _, name := range functionNames {
+	stopped := make(chan struct{}, len(hosted))
+	for _, name := range hosted {
 		instance := cfg.Instances[name]
 		if instance == nil {
 			instance, _ = NewFunction(name)
@@ -155,6 +168,8 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		if name != "login" { // only login signs
 			delete(fnEnv, "JWT_PRIVATE_KEY")
 			delete(fnEnv, "JWT_PRIVATE_KEY_FILE")
+		} else if fnEnv["TRUSTED_PROXY_HOPS"] == "" {
+			fnEnv["TRUSTED_PROXY_HOPS"] = "1" // the gateway appends the client to X-Forwarded-For
 		}
 		go func() {
 			defer func() { stopped <- struct{}{} }()
@@ -183,7 +198,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		},
 		func() error {
 			stopFunctions()
-			for range functionNames {
+			for range hosted {
 				<-stopped
 			}
 			return nil
@@ -196,10 +211,13 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 // Failed delivers the error of a function that stopped on its own.
 func (s *Stack) Failed() <-chan error { return s.errs }
 
-// WaitReady polls every function's readiness probe, as a kubelet would,
-// until all answer 200 or ctx ends.
+// WaitReady polls the readiness probe of every function the stack hosts, as
+// a kubelet would, until all answer 200 or ctx ends.
 func (s *Stack) WaitReady(ctx context.Context) error {
 	for _, name := range functionNames {
+		if s.external[name] {
+			continue
+		}
 		for {
 			resp, err := http.Get(s.Functions[name] + "/health/readiness")
 			if err == nil {
@@ -248,6 +266,29 @@ func NewFunction(name string) (any, error) {
 		return notify.New(), nil
 	}
 	return nil, fmt.Errorf("no function %q (there are %s)", name, strings.Join(functionNames, ", "))
+}
+
+// useExternal records the functions of external in s.Functions and returns
+// the names of the others, which the stack hosts.
+func (s *Stack) useExternal(external map[string]string) (hosted []string, err error) {
+	s.external = map[string]bool{}
+	for name, raw := range external {
+		if _, err := NewFunction(name); err != nil {
+			return nil, fmt.Errorf("external: %w", err)
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("external %s: %q is not an http(s) URL", name, raw)
+		}
+		s.Functions[name] = strings.TrimRight(raw, "/")
+		s.external[name] = true
+	}
+	for _, name := range functionNames {
+		if !s.external[name] {
+			hosted = append(hosted, name)
+		}
+	}
+	return hosted, nil
 }
 
 // startBackingServices uses MYSQL_DSN and MONGODB_URI when set and starts
