@@ -63,7 +63,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if rt == nil {
 		return nil, cehttp.NewResult(503, "notify is starting, try again")
 	}
-	log := f.log.With("event_id", e.ID(), "event_type", e.Type(), "subject", e.Subject())
+	log := f.log.With("event_id", e.ID(), "event_type", e.Type(), "event_subject", e.Subject())
 
 	var n notice
 	switch e.Type() {
