@@ -487,6 +487,9 @@ func (f *Function) convert(ctx context.Context, log *slog.Logger, j job) result 
 		}
 		return f.transient(ctx, log, j, false, toolMessage(err, "cannot inspect the video, try again"), err)
 	}
+	if info.audioCodec == "" && info.picture {
+		return f.fail(ctx, log, j, "this file is a picture, not a video with sound", "ffprobe read a still image")
+	}
 	if info.audioCodec == "" {
 		return f.fail(ctx, log, j, "the video has no audio track", "ffprobe found no audio stream")
 	}

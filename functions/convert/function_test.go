@@ -59,6 +59,7 @@ func makeMedia() (func(), error) {
 		{"mp4long", slices.Concat(lavfi(20), h264, []string{"-c:a", "aac", "-b:a", "192k", "-shortest", "long.mp4"})},
 		{"noaudio", slices.Concat(lavfi(3)[:4], h264, []string{"silent.mp4"})},
 		{"mp3", []string{"-f", "lavfi", "-i", "sine=frequency=330:duration=3", "-c:a", "libmp3lame", "-b:a", "48k", "song.mp3"}},
+		{"png", []string{"-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1", "picture.png"}},
 		// An audio track is declared but every packet was dropped: nothing can be decoded.
 		{"nopackets", slices.Concat(lavfi(3), h264, []string{"-c:a", "aac", "-bsf:a", "noise=drop=1", "-shortest", "nopackets.mkv"})},
 	}
@@ -665,6 +666,7 @@ func TestPermanentFailures(t *testing.T) {
 	}{
 		{"text", "notes.mp4", "video/mp4", "this file is not a video or audio file we can read"},
 		{"noaudio", "silent.mp4", "video/mp4", "the video has no audio track"},
+		{"png", "holiday.mp4", "video/mp4", "this file is a picture, not a video with sound"},
 		{"truncated", "half.mp4", "video/mp4", "the file is incomplete or damaged: its MP4 index is missing"},
 		{"nopackets", "broken.mkv", "video/x-matroska", "the file is damaged: no audio could be decoded"},
 		{"cutdata", "cut.mp4", "video/mp4", "the audio track could not be converted: the file may be damaged"},

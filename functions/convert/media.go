@@ -16,6 +16,7 @@ import (
 type mediaInfo struct {
 	audioCodec string        // codec of the first audio stream, "" when there is none
 	duration   time.Duration // 0 when unknown
+	picture    bool          // a still image (PNG, JPEG, GIF...), not a video
 }
 
 // probeError: ffprobe ran and could not read the file (a permanent failure).
@@ -54,13 +55,14 @@ func (f *Function) probe(ctx context.Context, name string) (mediaInfo, error) {
 			Duration  string `json:"duration"`
 		} `json:"streams"`
 		Format struct {
-			Duration string `json:"duration"`
+			Duration   string `json:"duration"`
+			FormatName string `json:"format_name"`
 		} `json:"format"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 		return mediaInfo{}, &probeError{stderr: "unreadable ffprobe output: " + err.Error()}
 	}
-	info := mediaInfo{duration: seconds(out.Format.Duration)}
+	info := mediaInfo{duration: seconds(out.Format.Duration), picture: isPictureFormat(out.Format.FormatName)}
 	for _, s := range out.Streams {
 		if s.CodecType != "audio" {
 			continue
@@ -74,6 +76,12 @@ func (f *Function) probe(ctx context.Context, name string) (mediaInfo, error) {
 		info.duration = max(info.duration, seconds(s.Duration))
 	}
 	return info, nil
+}
+
+// isPictureFormat tells ffprobe's demuxers of still images (png_pipe,
+// jpeg_pipe, webp_pipe, image2, gif, ...) from those of videos.
+func isPictureFormat(name string) bool {
+	return strings.HasSuffix(name, "_pipe") || name == "image2" || name == "gif"
 }
 
 // runFFmpeg extracts the first audio stream of in into the MP3 out: copied when it is
