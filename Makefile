@@ -6,7 +6,7 @@ FUNCTIONS := convert download login notify upload validate
 # Every package of the workspace: the root module and the six function modules.
 PACKAGES  := mp3converter/...
 
-.PHONY: run test build vet function-builds knative-check ffmpeg clean
+.PHONY: run test build vet function-builds knative-check ffmpeg clean bench
 
 ## run: the whole system on this machine (gateway on 127.0.0.1:8080)
 run: ffmpeg
@@ -32,6 +32,12 @@ function-builds:
 ## (part of make test too)
 knative-check:
 	$(GO) test -race -count=1 ./knative/validation/...
+
+## bench: measure the system against baselines run side by side on this
+## machine (bare ffmpeg, plain GridFS, bcrypt, ...); writes bench/results.md.
+## Under 10 minutes on 2 cores; flags: go run ./bench -h
+bench: ffmpeg
+	BENCH_START=$$(date +%s.%N) $(GO) run ./bench
 
 ## build: the mp3converter binary in bin/
 build:
