@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -116,4 +117,46 @@ func (b *bench) prepare(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// cpuTicks are the machine's busy CPU time and this process's (with its
+// waited-for children: ffmpeg, the function processes), in clock ticks.
+type cpuTicks struct{ machine, self int64 }
+
+func readCPU() cpuTicks {
+	var t cpuTicks
+	if data, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(data), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		for i := 1; i < len(f) && i <= 8; i++ {
+			if i == 4 || i == 5 { // idle, iowait
+				continue
+			}
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			t.machine += n
+		}
+	}
+	if data, err := os.ReadFile("/proc/self/stat"); err == nil {
+		// Fields after the command (which may hold spaces): state is field 3, utime 14 .. cstime 17.
+		if i := strings.LastIndexByte(string(data), ')'); i > 0 {
+			f := strings.Fields(string(data)[i+1:])
+			for _, k := range []int{11, 12, 13, 14} {
+				if k < len(f) {
+					n, _ := strconv.ParseInt(f[k], 10, 64)
+					t.self += n
+				}
+			}
+		}
+	}
+	return t
+}
+
+// othersCores is how many cores, on average, processes other than the
+// harness kept busy between two readings taken d apart (100 ticks a second).
+func othersCores(from, to cpuTicks, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	others := float64((to.machine - from.machine) - (to.self - from.self))
+	return max(0, others/100/d.Seconds())
 }

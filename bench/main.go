@@ -121,13 +121,14 @@ func run(ctx context.Context, o config) error {
 		if !o.only[g.name] {
 			continue
 		}
-		t, load := time.Now(), loadAverage()
+		t, load, cpu := time.Now(), loadAverage(), readCPU()
 		b.progress("== %s (load %s)", g.name, load)
 		sec, err := g.run(b, ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", g.name, err)
 		}
 		sec.elapsed, sec.load = time.Since(t), load
+		sec.others = othersCores(cpu, readCPU(), sec.elapsed)
 		b.sections = append(b.sections, sec)
 		b.progress("== %s done in %s", g.name, round(sec.elapsed))
 		if ctx.Err() != nil {

@@ -14,7 +14,8 @@ type section struct {
 	rows    [][]string // cells under header
 	notes   []string   // how it was measured
 	elapsed time.Duration
-	load    string // load average when the group started
+	load    string  // load average when the group started
+	others  float64 // cores other processes kept busy during the group, on average
 }
 
 // add appends a measured figure beside its baseline and their ratio.
@@ -136,9 +137,9 @@ func (b *bench) markdown() string {
 	if len(b.sections) > 0 {
 		var parts []string
 		for _, s := range b.sections {
-			parts = append(parts, fmt.Sprintf("%s %s (load %s)", strings.SplitN(s.title, " ", 2)[1], round(s.elapsed), s.load))
+			parts = append(parts, fmt.Sprintf("%s %s (load %s; others %.2f cores)", strings.SplitN(s.title, " ", 2)[1], round(s.elapsed), s.load, s.others))
 		}
-		fmt.Fprintf(&sb, "- Time per group (load average at its start): %s\n", strings.Join(parts, "; "))
+		fmt.Fprintf(&sb, "- Time per group (load average at its start; CPU that processes other than the harness and its children used during it, in cores): %s\n", strings.Join(parts, "; "))
 	}
 	for _, s := range b.sections {
 		fmt.Fprintf(&sb, "\n## %s\n\n", s.title)
