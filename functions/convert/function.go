@@ -407,6 +407,10 @@ func (f *Function) dropClaims(ctx context.Context, log *slog.Logger, oid bson.Ob
 
 // replay answers a delivery for a job that is not waiting for a conversion.
 func (f *Function) replay(ctx context.Context, log *slog.Logger, j job) result {
+	if j.State == "done" || j.State == "failed" {
+		// An attempt that crashed after finishing the job leaves its claim.
+		f.dropClaims(ctx, log, j.ID)
+	}
 	switch j.State {
 	case "":
 		log.Warn("no job for this video: nothing to do")

@@ -445,7 +445,7 @@ func (rt *runtime) notify(ctx context.Context, log *slog.Logger, n notice) error
 		return cehttp.NewResult(503, "notification in progress, try again")
 	}
 	// The claim is settled even when the request's context is gone.
-	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
 	filter := bson.D{{Key: "_id", Value: oid}, {Key: "notify_claim", Value: claim}}
 	update := func(u bson.D) error {
@@ -460,8 +460,23 @@ func (rt *runtime) notify(ctx context.Context, log *slog.Logger, n notice) error
 	}
 	switch {
 	case err == nil:
-		if uerr := update(bson.D{{Key: "$unset", Value: bson.D{{Key: "notify_claim", Value: ""}}}}); uerr != nil {
-			log.Warn("email sent but the claim could not be settled", "error", uerr)
+		// The email is out: a claim left unsettled would look like a send that
+		// died, and a later delivery would take it over and send again. So
+		// settle it through a short MongoDB outage too (bounded by settle).
+		for wait := 250 * time.Millisecond; ; wait *= 2 {
+			uerr := update(bson.D{{Key: "$unset", Value: bson.D{{Key: "notify_claim", Value: ""}}}})
+			if uerr == nil {
+				break
+			}
+			if settle.Err() != nil {
+				log.Error("email sent but the claim could not be settled", "error", uerr)
+				break
+			}
+			log.Warn("email sent, settling the claim again", "error", uerr)
+			select {
+			case <-settle.Done():
+			case <-time.After(wait):
+			}
 		}
 		return nil
 	case permanent(err):

@@ -14,6 +14,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -59,34 +60,37 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "starting, try again")
 		return
 	}
-	// func-go's server cuts requests after 30 s; a big upload legitimately takes longer.
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		refuse(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	who, aerr := s.auth.identify(r.Context(), r.Header.Get("Authorization"))
+	if aerr != nil {
+		w.Header().Set("Connection", "close") // don't wait for a body we will not read
+		aerr.write(w)
+		return
+	}
+	if r.ContentLength > s.maxBytes {
+		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("upload larger than %d bytes", s.maxBytes))
+		return
+	}
+	// func-go's server cuts requests after 30 s; a big upload legitimately takes
+	// longer, so an identified caller gets UPLOAD_TIMEOUT to send the body, and
+	// a minute more to hear the answer (also when the body was cut off).
 	rc := http.NewResponseController(w)
 	deadline := time.Now().Add(s.timeout)
 	if err := rc.SetReadDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		f.log.Warn("cannot extend read deadline", "err", err)
 	}
-	if err := rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := rc.SetWriteDeadline(deadline.Add(time.Minute)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		f.log.Warn("cannot extend write deadline", "err", err)
-	}
-
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "use POST")
-		return
-	}
-	who, aerr := s.auth.identify(r.Context(), r.Header.Get("Authorization"))
-	if aerr != nil {
-		aerr.write(w)
-		return
-	}
-	if r.ContentLength > s.maxBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("upload larger than %d bytes", s.maxBytes))
-		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBytes)
 
 	src, herr := openSource(r)
 	if herr != nil {
+		w.Header().Set("Connection", "close")
 		herr.write(w)
 		return
 	}
@@ -97,6 +101,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		} else {
 			f.log.Info("upload rejected", "user", who.Username, "status", herr.status, "reason", herr.msg, "err", herr.cause)
 		}
+		w.Header().Set("Connection", "close") // the body may not have been read to its end
 		herr.write(w)
 		return
 	}
@@ -484,6 +489,9 @@ func bodyError(err error) *httpError {
 	if errors.As(err, &tooBig) {
 		return &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("upload larger than %d bytes", tooBig.Limit), cause: err}
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &httpError{status: http.StatusRequestTimeout, msg: "the upload took longer than the server allows (UPLOAD_TIMEOUT)", cause: err}
+	}
 	return &httpError{status: http.StatusBadRequest, msg: "could not read the upload (malformed or interrupted body)", cause: err}
 }
 
@@ -496,6 +504,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// refuse answers before the body is read: closing the connection afterwards
+// spares the server from reading (and the client from sending) the body.
+func refuse(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Connection", "close")
+	writeError(w, status, msg)
 }
 
 // mediaTypeOf strips parameters: "text/plain; charset=utf-8" -> "text/plain".
