@@ -16,7 +16,7 @@ import (
 const usage = `mp3converter: video in, MP3 out.
 
 Run the system on this machine:
-  mp3converter up [--addr 127.0.0.1:8080] [--data-dir ./.mp3converter]
+  mp3converter up [--addr 127.0.0.1:8080] [--data-dir ./.mp3converter] [--external NAME=URL]...
   mp3converter function NAME        run one function alone, as its container would (LISTEN_ADDRESS)
 
 Use a server (--server, MP3C_SERVER, default http://127.0.0.1:8080):

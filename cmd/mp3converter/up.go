@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"mp3converter/internal/host"
@@ -19,12 +20,15 @@ func runUp(ctx context.Context, args []string) error {
 	addr := fs.String("addr", envOr("MP3C_ADDR", "127.0.0.1:8080"), "gateway listen address (MP3C_ADDR)")
 	dataDir := fs.String("data-dir", envOr("MP3C_DATA_DIR", ".mp3converter"), "keys, embedded database files and the outbox (MP3C_DATA_DIR)")
 	brokerPrefix := fs.String("broker-prefix", os.Getenv("MP3C_BROKER_PREFIX"), "prefix of the RabbitMQ exchange and queues, so several stacks can share one RabbitMQ (MP3C_BROKER_PREFIX)")
+	external := externalFlag{}
+	fs.Var(external, "external", "NAME=URL: function NAME runs elsewhere (e.g. `mp3converter function NAME`) at URL; repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 
 	s, err := stack.Start(ctx, stack.Config{
 		Addr: *addr, DataDir: *dataDir, BrokerPrefix: *brokerPrefix, Env: environ(), Logger: slog.Default(), Out: os.Stdout,
+		External: external,
 	})
 	if err != nil {
 		return err
@@ -64,4 +68,18 @@ func runFunction(ctx context.Context, args []string) error {
 		return err
 	}
 	return host.Serve(ctx, host.Function{Name: args[0], Instance: instance, Config: environ(), Listener: ln, Logger: slog.Default()})
+}
+
+// externalFlag collects --external NAME=URL flags.
+type externalFlag map[string]string
+
+func (e externalFlag) String() string { return fmt.Sprint(map[string]string(e)) }
+
+func (e externalFlag) Set(v string) error {
+	name, url, ok := strings.Cut(v, "=")
+	if !ok || name == "" || url == "" {
+		return fmt.Errorf("want NAME=URL, e.g. convert=http://127.0.0.1:9000")
+	}
+	e[name] = url
+	return nil
 }

@@ -150,11 +150,19 @@ type testStack struct {
 	mail  *mailtest.Server
 	token string
 	api   *client.Client
+	env   map[string]string // what the stack was started with
 }
 
 // startStack runs a stack on free ports with its own data, databases and
 // queues, and fast retries: the Triggers of knative/ with short backoffs.
 func startStack(t *testing.T, instances map[string]any) *testStack {
+	t.Helper()
+	return startStackWith(t, Config{Instances: instances})
+}
+
+// startStackWith is startStack with cfg's Instances and External; the
+// harness sets everything else.
+func startStackWith(t *testing.T, cfg Config) *testStack {
 	t.Helper()
 	mail, err := mailtest.Start()
 	if err != nil {
@@ -180,12 +188,17 @@ func startStack(t *testing.T, instances map[string]any) *testStack {
 		env["MYSQL_DSN"] = isolatedDSN(t, dsn, "e2e_"+suffix)
 	}
 
+	if url := env["RABBITMQ_URL"]; url != "" {
+		// Registered first, so it runs after the stack has closed.
+		t.Cleanup(func() { deleteBrokerTopology(t, url, "e2e"+suffix) })
+	}
 	ctx := context.Background()
 	s, err := Start(ctx, Config{
 		Addr:         "127.0.0.1:0",
 		DataDir:      t.TempDir(),
 		Env:          env,
-		Instances:    instances,
+		Instances:    cfg.Instances,
+		External:     cfg.External,
 		Manifests:    fastManifests(t),
 		BrokerPrefix: "e2e" + suffix,
 	})
@@ -203,7 +216,7 @@ func startStack(t *testing.T, instances map[string]any) *testStack {
 		t.Fatal(err)
 	}
 
-	e := &testStack{Stack: s, mail: mail}
+	e := &testStack{Stack: s, mail: mail, env: env}
 	e.api = &client.Client{Server: s.URL}
 	tok, err := e.api.Login(ctx, adminEmail, adminPassword)
 	if err != nil {

@@ -1,0 +1,128 @@
+package reliability
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// A user cannot see, download or learn the existence of another user's job
+// or MP3: what they get for it is byte for byte what they get for an id that
+// does not exist. An admin sees everything. (The video itself is never served
+// to anyone: there is no endpoint for it.)
+func TestOthersJobsAndMP3sLookMissing(t *testing.T) {
+	r := record(t, "access: another user's job and MP3 look missing; admin sees them")
+	s := sharedSystem(t)
+	suffix := randomHex(3)
+	alice := s.addUser(t, "alice-"+suffix+"@example.com")
+	bob := s.addUser(t, "bob-"+suffix+"@example.com")
+
+	fid := s.mustUpload(t, alice, clip(t, 2), "alice-"+suffix+".mp4")
+	if job := s.waitJob(t, alice, fid, 2*time.Minute); job["state"] != "done" {
+		t.Fatalf("alice's job = %v", job)
+	}
+	missing := bson.NewObjectID().Hex()
+
+	for _, probe := range []struct{ method, path string }{
+		{"GET", "/jobs/%s"},
+		{"GET", "/download?fid=%s"},
+		{"HEAD", "/download?fid=%s"},
+		{"GET", "/download?fid=%s&x=1"},
+	} {
+		r.Runs++
+		existing := s.do(probe.method, strings.Replace(probe.path, "%s", fid, 1), bob, nil)
+		absent := s.do(probe.method, strings.Replace(probe.path, "%s", missing, 1), bob, nil)
+		if existing.status != http.StatusNotFound || !sameAnswer(existing, absent) {
+			r.Failures++
+			t.Errorf("%s %s as a stranger: %s %v\nfor a missing id: %s %v", probe.method, probe.path,
+				existing, existing.header, absent, absent.header)
+		}
+		// The owner and an admin do get it.
+		for who, token := range map[string]string{"owner": alice, "admin": s.adminToken} {
+			r.Runs++
+			if a := s.do(probe.method, strings.Replace(probe.path, "%s", fid, 1), token, nil); a.status != http.StatusOK {
+				r.Failures++
+				t.Errorf("%s %s as %s: %s", probe.method, probe.path, who, a)
+			}
+		}
+	}
+
+	// Lists: bob's own jobs only, even when asking for everyone's.
+	for _, path := range []string{"/jobs", "/jobs?all=true", "/jobs?limit=100&all=1"} {
+		r.Runs++
+		if a := s.do("GET", path, bob, nil); a.status != http.StatusOK || bytes.Contains(a.body, []byte(fid)) {
+			r.Failures++
+			t.Errorf("GET %s as bob: %s", path, a)
+		}
+	}
+	r.Runs++
+	if a := s.do("GET", "/jobs?all=true&limit=100", s.adminToken, nil); !bytes.Contains(a.body, []byte(fid)) {
+		r.Failures++
+		t.Errorf("admin's /jobs?all=true does not list alice's job: %s", a)
+	}
+	r.figure("%d probes as stranger, owner and admin over /jobs/{id}, /download?fid= (GET, HEAD) and /jobs lists", r.Runs)
+}
+
+// sameAnswer: same status, same body, and the same headers that could tell
+// the two apart.
+func sameAnswer(a, b answer) bool {
+	if a.status != b.status || !bytes.Equal(a.body, b.body) {
+		return false
+	}
+	for _, h := range []string{"Content-Type", "Content-Length", "Cache-Control", "Vary", "ETag", "Content-Range", "WWW-Authenticate"} {
+		if a.header.Get(h) != b.header.Get(h) {
+			return false
+		}
+	}
+	return true
+}
+
+// The tokens of a deleted user stop working: at once where the user store is
+// asked (validate, login's admin API), and within VALIDATE_CACHE_TTL where
+// upload and download cache validate's answers (1 s here, 30 s by default).
+func TestDeletedUsersTokensStopWorking(t *testing.T) {
+	r := record(t, "access: a deleted user's token stops working within VALIDATE_CACHE_TTL")
+	s := sharedSystem(t)
+	email := "carol-" + randomHex(3) + "@example.com"
+	carol := s.addUser(t, email)
+	if a := s.do("GET", "/jobs", carol, nil); a.status != http.StatusOK { // now cached by download
+		t.Fatalf("carol's /jobs before: %s", a)
+	}
+	if a := s.do("DELETE", "/users/"+email, s.adminToken, nil); a.status != http.StatusNoContent {
+		t.Fatalf("deleting carol: %s", a)
+	}
+	deleted := time.Now()
+
+	r.Runs += 2
+	if a := s.do("POST", "/validate", carol, nil); a.status != http.StatusUnauthorized {
+		r.Failures++
+		t.Errorf("validate after the deletion: %s", a)
+	}
+	if a := s.do("PUT", "/users/"+email+"/password", carol, strings.NewReader(`{"password":"another password"}`)); a.status != http.StatusUnauthorized {
+		r.Failures++
+		t.Errorf("login's admin API after the deletion: %s", a)
+	}
+
+	// download and upload: 401 once their cache entry is over.
+	ttl, _ := time.ParseDuration(sharedCacheTTL)
+	for _, req := range []struct{ method, path string }{{"GET", "/jobs"}, {"POST", "/upload"}} {
+		r.Runs++
+		var last answer
+		for deadline := deleted.Add(ttl + 10*time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if last = s.do(req.method, req.path, carol, strings.NewReader("x"), "Content-Type", "video/mp4"); last.status == http.StatusUnauthorized {
+				break
+			}
+		}
+		if last.status != http.StatusUnauthorized || !strings.Contains(last.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+			r.Failures++
+			t.Errorf("%s %s with a deleted user's token, %s after the deletion: %s", req.method, req.path, ttl+10*time.Second, last)
+			continue
+		}
+		r.figure("%s %s refused %s after the deletion (VALIDATE_CACHE_TTL=%s)", req.method, req.path,
+			time.Since(deleted).Round(100*time.Millisecond), sharedCacheTTL)
+	}
+}
