@@ -460,9 +460,13 @@ func (f *Function) convert(ctx context.Context, log *slog.Logger, j job) result 
 	if !errors.Is(err, mongo.ErrNoDocuments) {
 		return f.transient(ctx, log, j, false, msgStorageDown, fmt.Errorf("read the mp3s bucket: %w", err))
 	}
-	// Chunks without a files document are the remains of a crashed attempt: we hold the lease.
-	if _, err := bucket.GetChunksCollection().DeleteMany(ctx, bson.D{{Key: "files_id", Value: oid}}); err != nil {
-		return f.transient(ctx, log, j, false, msgStorageDown, fmt.Errorf("delete stray chunks: %w", err))
+	// Chunks without a files document are the remains of a crashed attempt: we
+	// hold the lease. The first attempt has no predecessor, so it skips the
+	// delete (a scan of every chunk on FerretDB).
+	if j.Attempts > 1 {
+		if _, err := bucket.GetChunksCollection().DeleteMany(ctx, bson.D{{Key: "files_id", Value: oid}}); err != nil {
+			return f.transient(ctx, log, j, false, msgStorageDown, fmt.Errorf("delete stray chunks: %w", err))
+		}
 	}
 
 	dir, err := os.MkdirTemp(f.tmpDir, "convert-")
