@@ -221,30 +221,6 @@ func wav(size int) []byte {
 	return b.Bytes()
 }
 
-// A client that trickles its upload (slowloris) is cut off by UPLOAD_TIMEOUT,
-// the upload function's read deadline (func-go's 30 s ReadTimeout does not
-// apply: upload extends it to UPLOAD_TIMEOUT for an identified caller), is
-// told so with a 408, and nothing stays. Sent to the upload function itself:
-// the local gateway holds such a client for as long as it trickles
-// (TestKnownBugGatewayHoldsTricklingClient).
-func TestSlowlorisUploadIsBounded(t *testing.T) {
-	r := record(t, "bad input: slowloris upload (1 byte every 250 ms), bounded by UPLOAD_TIMEOUT")
-	s := sharedSystem(t)
-	before := s.quiet(t)
-	n := shared.upload.count()
-	start := time.Now()
-	a := trickle(t, s.Functions["upload"], s.adminToken, clip(t, 2), time.Minute)
-	r.Runs++
-	if a.status != http.StatusRequestTimeout || a.errorMessage() == "" {
-		r.Failures++
-		t.Errorf("slowloris upload: %s, want 408 with a message", a)
-	}
-	r.figure("answered %d after %s (UPLOAD_TIMEOUT=%s): %q", a.status, time.Since(start).Round(100*time.Millisecond),
-		sharedUploadLimit, a.errorMessage())
-	shared.upload.waitAnswer(t, n, time.Minute)
-	s.waitCounts(t, before, time.Minute)
-}
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
