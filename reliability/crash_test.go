@@ -51,6 +51,7 @@ func TestCrashConvertMidConversion(t *testing.T) {
 				t.Fatalf("fewer than %d emails within 3 minutes", at)
 			}
 		}
+		convert.drain() // the kill follows a marker logged from now on
 		line := convert.waitLog(t, markers[i%len(markers)], 2*time.Minute)
 		convert.kill()
 		r.Runs++

@@ -108,10 +108,10 @@ type probeStats struct {
 func (p *probeStats) String() string {
 	var parts []string
 	for _, req := range []string{"login", "validate", "jobs", "upload"} {
-		parts = append(parts, fmt.Sprintf("%s %v", req, p.byRequest[req]))
+		parts = append(parts, fmt.Sprintf("%s: %s", req, tally(p.byRequest[req])))
 	}
-	return fmt.Sprintf("%s cut 10 s: %d probes, %d wrong; statuses: %s; slowest 503: %s; recovered %s after the restore",
-		p.service, p.total, p.bad, strings.Join(parts, ", "), p.slowest503.Round(10*time.Millisecond), p.recovery.Round(100*time.Millisecond))
+	return fmt.Sprintf("%s cut 10 s: %d probes, %d wrong (answers: %s); slowest 503: %s; recovered %s after the restore",
+		p.service, p.total, p.bad, strings.Join(parts, "; "), p.slowest503.Round(10*time.Millisecond), p.recovery.Round(100*time.Millisecond))
 }
 
 // probeRound sends one of each request, at once.

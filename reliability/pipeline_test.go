@@ -175,7 +175,7 @@ func (s *system) audit(t *testing.T, r *Result, fids []string) {
 	}
 	r.Lost += lost
 	r.Duplicates += dups
-	r.figure("jobs by state %v; MP3s %d; emails %d", states, c.MP3Files, len(s.mail.All()))
+	r.figure("jobs by state: %s; MP3s %d; emails %d", tally(states), c.MP3Files, len(s.mail.All()))
 	r.figure("left behind: %d stray chunks, %d incomplete MP3s, %d video files, %d convert claims, %d notify claims",
 		strays, incomplete, c.VideoFiles, c.Claims, notifyInFlight)
 }
@@ -221,7 +221,7 @@ func (s *system) auditQueues(t *testing.T, r *Result) {
 			t.Errorf("queue %s holds %d messages", q, n)
 		}
 	}
-	r.figure("queues after the run: %v", depths)
+	r.figure("messages left in the queues after the run: %s", tally(depths))
 }
 
 // attemptsSummary is how many jobs took how many convert attempts.

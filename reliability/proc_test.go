@@ -114,6 +114,17 @@ func waitReady(t testing.TB, c *child, url string, within time.Duration) {
 	t.Fatalf("%s not ready within %s", url, within)
 }
 
+// drain forgets the output lines that arrived so far.
+func (c *child) drain() {
+	for {
+		select {
+		case <-c.lines:
+		default:
+			return
+		}
+	}
+}
+
 // waitLog waits for a log line containing fragment and returns it.
 func (c *child) waitLog(t testing.TB, fragment string, within time.Duration) string {
 	t.Helper()

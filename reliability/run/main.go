@@ -135,7 +135,7 @@ func runTests(resultsPath, logPath, pattern string) (map[string]testStatus, erro
 		}
 		if ev.Test == "" || (ev.Action != "pass" && ev.Action != "fail" && ev.Action != "skip") {
 			if ev.Test == "" && ev.Action == "fail" {
-				tests["(package)"] = testStatus{name: "(package)", action: "fail"}
+				tests[packageFailure] = testStatus{name: packageFailure, action: "fail"}
 			}
 			continue
 		}
@@ -160,7 +160,8 @@ func addUnrecorded(results []reliability.Result, tests map[string]testStatus) []
 	}
 	var names []string
 	for name, st := range tests {
-		if st.action == "fail" && !recorded[name] && !isKnownBug(name) && !hasFailedChild(name, tests) {
+		if st.action == "fail" && !recorded[name] && !isKnownBug(name) && !hasFailedChild(name, tests) &&
+			!(name == packageFailure && anyTestFailed(tests)) {
 			names = append(names, name)
 		}
 	}
@@ -169,6 +170,19 @@ func addUnrecorded(results []reliability.Result, tests map[string]testStatus) []
 		results = append(results, reliability.Result{Case: "test " + name, Test: name, Runs: 1, Failures: 1, Failed: true})
 	}
 	return results
+}
+
+// packageFailure stands for `go test` failing outside any test (a build
+// error, a panic); when tests failed, it is only their consequence.
+const packageFailure = "(package)"
+
+func anyTestFailed(tests map[string]testStatus) bool {
+	for name, st := range tests {
+		if name != packageFailure && st.action == "fail" {
+			return true
+		}
+	}
+	return false
 }
 
 func hasFailedChild(name string, tests map[string]testStatus) bool {
@@ -185,7 +199,8 @@ func runFuzzer(dir, target, what string, d time.Duration, logDir string) reliabi
 	r := reliability.Result{Case: "fuzz: " + what, Test: target}
 	fmt.Printf("reliability: fuzzing %s in %s for %s\n", target, dir, d)
 	var out bytes.Buffer
-	cmd := exec.Command("go", "test", "-run", "^$", "-fuzz", "^"+target+"$", "-fuzztime", d.String(), dir)
+	// Minimizing a new input may take a minute by default: most of the budget.
+	cmd := exec.Command("go", "test", "-run", "^$", "-fuzz", "^"+target+"$", "-fuzztime", d.String(), "-fuzzminimizetime", "5s", dir)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	os.WriteFile(filepath.Join(logDir, "fuzz-"+target+".log"), out.Bytes(), 0o644)
@@ -219,7 +234,8 @@ func failed(results []reliability.Result, tests map[string]testStatus) bool {
 		}
 	}
 	for name, st := range tests {
-		if st.action == "fail" && !isKnownBug(name) && !onlyKnownBugsFailed(name, tests) {
+		if st.action == "fail" && !isKnownBug(name) && !onlyKnownBugsFailed(name, tests) &&
+			!(name == packageFailure && anyTestFailed(tests)) {
 			return true
 		}
 	}
@@ -275,7 +291,7 @@ func render(results []reliability.Result, tests map[string]testStatus, elapsed t
 	}
 	sort.Strings(known)
 	if len(known) > 0 {
-		fmt.Fprintln(&b, "Known bugs (reliability/knownbugs_test.go and TestKnownBug* elsewhere; each states the bug and its fix):")
+		fmt.Fprintln(&b, "Known bugs (TestKnownBug*: each states the bug and its fix; see Bugs found):")
 		fmt.Fprintln(&b)
 		fmt.Fprintln(&b, "| test | state |")
 		fmt.Fprintln(&b, "|---|---|")
