@@ -45,6 +45,7 @@ type state struct {
 	publicURL string
 	maxBytes  int64
 	timeout   time.Duration
+	slots     chan struct{} // one per upload being stored (UPLOAD_CONCURRENCY)
 }
 
 // New returns an upload function that answers 503 until Start has run.
@@ -73,6 +74,14 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength > s.maxBytes {
 		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("upload larger than %d bytes", s.maxBytes))
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		refuse(w, http.StatusServiceUnavailable, "too many uploads at once, try again in a few seconds")
 		return
 	}
 	// func-go's server cuts requests after 30 s; a big upload legitimately takes
@@ -145,6 +154,12 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return err
 	}
+	// The driver's upload stream buffers 16 MiB and more per upload: bound
+	// how many are stored at once so memory is bounded too.
+	concurrency, err := cfgInt64(cfg, "UPLOAD_CONCURRENCY", 4)
+	if err != nil || concurrency < 1 {
+		return fmt.Errorf("UPLOAD_CONCURRENCY must be a positive integer, got %q", cfg["UPLOAD_CONCURRENCY"])
+	}
 
 	// Defaults first, so that options spelled in the URI win.
 	opts := options.Client().
@@ -173,6 +188,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		auth:      newAuthClient(validateURL, ttl),
 		events:    events,
 		publicURL: publicURL,
+		slots:     make(chan struct{}, concurrency),
 		maxBytes:  maxBytes,
 		timeout:   timeout,
 	})

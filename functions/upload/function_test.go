@@ -823,3 +823,41 @@ func FuzzUploadBody(f *testing.F) {
 		e.assertNothingLeft(t)
 	})
 }
+
+// Uploads beyond UPLOAD_CONCURRENCY are refused at once with 503 and
+// Retry-After, before their body is read, and accepted again once a slot frees.
+func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
+	e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "1"})
+	data := mediaBytes(t, 300*1024, 3)
+	pr, pw := io.Pipe()
+	first := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(e.request(t, "?filename=a.mp4", "video/mp4", pr))
+		if err != nil {
+			t.Error(err)
+		}
+		first <- resp
+	}()
+	// Wait until the first upload holds the only slot.
+	wrote := make(chan struct{})
+	go func() { pw.Write(data[:256*1024]); close(wrote) }()
+	for deadline := time.Now().Add(time.Minute); len(e.fn.state.Load().slots) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first upload never took its slot")
+		}
+	}
+
+	resp, out := do(t, e.request(t, "?filename=b.mp4", "video/mp4", bytes.NewReader(data)))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || out["error"] == "" {
+		t.Fatalf("second upload = %d %v %v, want 503 with Retry-After", resp.StatusCode, resp.Header, out)
+	}
+
+	<-wrote
+	pw.Write(data[256*1024:])
+	pw.Close()
+	if r := <-first; r == nil || r.StatusCode != http.StatusAccepted {
+		t.Fatalf("first upload = %v, want 202", r)
+	}
+	resp, out = do(t, e.request(t, "?filename=c.mp4", "video/mp4", bytes.NewReader(data)))
+	accepted(t, resp, out)
+}
