@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"mp3converter/internal/functions"
 )
 
-var functionNames = []string{"validate", "login", "upload", "download", "convert", "notify"}
+var functionNames = functions.Names
 
 // coldRuns are one function's samples with one binary.
 type coldRuns struct {

@@ -16,14 +16,8 @@ import (
 	"strings"
 	"syscall"
 
+	"mp3converter/internal/functions"
 	"mp3converter/internal/host"
-
-	convert "mp3converter/functions/convert"
-	download "mp3converter/functions/download"
-	login "mp3converter/functions/login"
-	notify "mp3converter/functions/notify"
-	upload "mp3converter/functions/upload"
-	validate "mp3converter/functions/validate"
 )
 
 func main() {
@@ -32,18 +26,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: fnhost NAME (LISTEN_ADDRESS, config from the environment)")
 		os.Exit(2)
 	}
-	// Not stack.NewFunction: importing internal/stack would link the embedded servers.
-	instances := map[string]func() any{
-		"convert":  func() any { return convert.New() },
-		"download": func() any { return download.New() },
-		"login":    func() any { return login.New() },
-		"notify":   func() any { return notify.New() },
-		"upload":   func() any { return upload.New() },
-		"validate": func() any { return validate.New() },
-	}
-	newInstance, ok := instances[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "fnhost: no function %q\n", os.Args[1])
+	// internal/functions, not internal/stack: the stack would link the embedded servers.
+	instance, err := functions.New(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fnhost:", err)
 		os.Exit(2)
 	}
 	addr := os.Getenv("LISTEN_ADDRESS")
@@ -63,7 +49,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err = host.Serve(ctx, host.Function{Name: os.Args[1], Instance: newInstance(), Config: env, Listener: ln, Logger: slog.Default()})
+	err = host.Serve(ctx, host.Function{Name: os.Args[1], Instance: instance, Config: env, Listener: ln, Logger: slog.Default()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnhost:", err)
 		os.Exit(1)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"mp3converter/internal/functions"
 	"mp3converter/internal/host"
 	"mp3converter/internal/stack"
 )
@@ -59,7 +60,7 @@ func runFunction(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("usage: mp3converter function NAME")
 	}
-	instance, err := stack.NewFunction(args[0])
+	instance, err := functions.New(args[0])
 	if err != nil {
 		return err
 	}

@@ -56,4 +56,3 @@ func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]strin
 		return b.Close(sctx)
 	}, nil
 }
-

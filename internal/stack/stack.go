@@ -23,15 +23,11 @@ import (
 	"time"
 
 	"mp3converter/internal/embedded"
+	"mp3converter/internal/functions"
 	"mp3converter/internal/gateway"
 	"mp3converter/internal/host"
 
-	convert "mp3converter/functions/convert"
-	download "mp3converter/functions/download"
 	login "mp3converter/functions/login"
-	notify "mp3converter/functions/notify"
-	upload "mp3converter/functions/upload"
-	validate "mp3converter/functions/validate"
 )
 
 // Config says where the stack listens, keeps its data, and which real
@@ -75,7 +71,7 @@ type Stack struct {
 }
 
 // functionNames in start order; each gets the instance its New() returns.
-var functionNames = []string{"validate", "login", "upload", "download", "convert", "notify"}
+var functionNames = functions.Names
 
 // routes are the gateway's paths, as the ingress routes them in a cluster.
 // convert and notify have none: they receive events only through the Broker.
@@ -161,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	for _, name := range hosted {
 		instance := cfg.Instances[name]
 		if instance == nil {
-			instance, _ = NewFunction(name)
+			instance, _ = functions.New(name)
 		}
 		fnEnv := copyEnv(env)
 		fnEnv["LISTEN_ADDRESS"] = listeners[name].Addr().String()
@@ -248,32 +244,12 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
-// NewFunction returns a new instance of the named function, as its New()
-// does in the binary `func build` makes.
-func NewFunction(name string) (any, error) {
-	switch name {
-	case "login":
-		return login.New(), nil
-	case "validate":
-		return validate.New(), nil
-	case "upload":
-		return upload.New(), nil
-	case "download":
-		return download.New(), nil
-	case "convert":
-		return convert.New(), nil
-	case "notify":
-		return notify.New(), nil
-	}
-	return nil, fmt.Errorf("no function %q (there are %s)", name, strings.Join(functionNames, ", "))
-}
-
 // useExternal records the functions of external in s.Functions and returns
 // the names of the others, which the stack hosts.
 func (s *Stack) useExternal(external map[string]string) (hosted []string, err error) {
 	s.external = map[string]bool{}
 	for name, raw := range external {
-		if _, err := NewFunction(name); err != nil {
+		if _, err := functions.New(name); err != nil {
 			return nil, fmt.Errorf("external: %w", err)
 		}
 		u, err := url.Parse(raw)

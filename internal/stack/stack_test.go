@@ -445,8 +445,10 @@ func probe(t *testing.T, path string) (codec string, seconds float64) {
 		t.Fatalf("ffprobe %s: %v", path, err)
 	}
 	var p struct {
-		Streams []struct{ CodecName string `json:"codec_name"` }
-		Format  struct{ Duration string }
+		Streams []struct {
+			CodecName string `json:"codec_name"`
+		}
+		Format struct{ Duration string }
 	}
 	json.Unmarshal(out, &p)
 	if len(p.Streams) > 0 {
