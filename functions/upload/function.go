@@ -99,7 +99,6 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 
 	src, herr := openSource(r)
 	if herr != nil {
-		w.Header().Set("Connection", "close")
 		herr.write(w)
 		return
 	}
@@ -110,7 +109,6 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		} else {
 			f.log.Info("upload rejected", "user", who.Username, "status", herr.status, "reason", herr.msg, "err", herr.cause)
 		}
-		w.Header().Set("Connection", "close") // the body may not have been read to its end
 		herr.write(w)
 		return
 	}
@@ -522,8 +520,11 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
-// refuse answers before the body is read: closing the connection afterwards
+// refuse answers before any of the body is read: closing the connection
 // spares the server from reading (and the client from sending) the body.
+// Refusals after the body has started (sniffing, parts, size) keep the
+// connection: the client is mid-send, and a close could cut it off before it
+// reads the answer.
 func refuse(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Connection", "close")
 	writeError(w, status, msg)
