@@ -15,7 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	validate "mp3converter/functions/validate"
-	"mp3converter/internal/host"
+	"mp3converter/internal/local/funchost"
 )
 
 const (
@@ -116,7 +116,7 @@ func (b *bench) auth(ctx context.Context) (*section, error) {
 	sec.add("validate: `POST /validate` (RS256, user-still-exists check in MySQL)", rateOf(validateRequests, val), "trivial net/http handler "+rateOf(validateRequests, triv), ratioF(rate(validateRequests, val.median()), rate(validateRequests, triv.median())))
 	sec.add("validate without MYSQL_DSN (signature and claims only)", rateOf(validateRequests, cry), "trivial net/http handler", ratioF(rate(validateRequests, cry.median()), rate(validateRequests, triv.median())))
 	sec.add(fmt.Sprintf("login: `POST /login` (Basic, bcrypt cost %s, MySQL lookup, RS256 signing)", bcryptCost), rateOf(loginRequests, lg), "bare bcrypt.CompareHashAndPassword, cost "+bcryptCost+", "+rateOf(loginRequests, bc), ratioF(rate(loginRequests, lg.median()), rate(loginRequests, bc.median())))
-	sec.note("validate: the local stack's validate function (in this process, with the stack's embedded go-mysql-server as MYSQL_DSN and its generated RS256 key) on its own loopback port; %d keep-alive clients share a fixed count of %d requests with the admin's token; every answer must be 200. Baseline: a net/http server in this process answering the same bytes validate answered, driven the same way. Without MYSQL_DSN: a second validate instance, hosted in this process by internal/host with only the public key, which skips the user-still-exists query. %d runs each after a 200-request warm-up, alternating; rate = requests ÷ median wall time.", validateClients, validateRequests, b.opts.runs)
+	sec.note("validate: the local stack's validate function (in this process, with the stack's embedded go-mysql-server as MYSQL_DSN and its generated RS256 key) on its own loopback port; %d keep-alive clients share a fixed count of %d requests with the admin's token; every answer must be 200. Baseline: a net/http server in this process answering the same bytes validate answered, driven the same way. Without MYSQL_DSN: a second validate instance, hosted in this process by internal/local/funchost with only the public key, which skips the user-still-exists query. %d runs each after a 200-request warm-up, alternating; rate = requests ÷ median wall time.", validateClients, validateRequests, b.opts.runs)
 	sec.note("login: the stack's login function, %d clients sharing %d `POST /login` with the admin's Basic credentials (BCRYPT_COST=%s, login's default and knative/config.yaml's). Baseline: %d goroutines sharing %d bcrypt.CompareHashAndPassword calls against a hash of the same cost. %d runs each; a ratio near ×1 means bcrypt is all of login's cost, by design.", loginClients, loginRequests, bcryptCost, loginClients, loginRequests, b.opts.runs)
 	return sec, nil
 }
@@ -199,7 +199,7 @@ func serveFunction(ctx context.Context, instance any, name string, cfg map[strin
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
 	go func() {
-		done <- host.Serve(fctx, host.Function{Name: name, Instance: instance, Config: cfg, Listener: ln})
+		done <- funchost.Serve(fctx, funchost.Function{Name: name, Instance: instance, Config: cfg, Listener: ln})
 	}()
 	url := "http://" + ln.Addr().String()
 	stop := func() { cancel(); <-done }

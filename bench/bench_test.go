@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"mp3converter/internal/broker"
+	"mp3converter/internal/local/broker"
 	"mp3converter/knative"
 )
 

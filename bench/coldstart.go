@@ -11,10 +11,10 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"mp3converter/internal/functions"
+	"mp3converter/internal/local/funchost"
 )
 
-var functionNames = functions.Names
+var functionNames = funchost.Names
 
 // coldRuns are one function's samples with one binary.
 type coldRuns struct {

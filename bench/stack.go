@@ -19,7 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"mp3converter/internal/stack"
+	"mp3converter/internal/local/stack"
 	"mp3converter/knative"
 )
 
@@ -30,7 +30,7 @@ const (
 	chunkSize     = 128 * 1024
 )
 
-// localStack is the whole system in this process (internal/stack), on a
+// localStack is the whole system in this process (internal/local/stack), on a
 // fresh data directory: its own FerretDB files, so an empty database.
 type localStack struct {
 	*stack.Stack

@@ -15,7 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	convert "mp3converter/functions/convert"
-	"mp3converter/internal/broker"
+	"mp3converter/internal/local/broker"
 	"mp3converter/knative"
 )
 

@@ -39,10 +39,10 @@ import (
 	convert "mp3converter/functions/convert"
 	notify "mp3converter/functions/notify"
 	upload "mp3converter/functions/upload"
-	"mp3converter/internal/embedded"
 	"mp3converter/internal/faultproxy"
+	"mp3converter/internal/local/stack"
+	"mp3converter/internal/local/standins"
 	"mp3converter/internal/mailtest"
-	"mp3converter/internal/stack"
 	"mp3converter/knative"
 )
 
@@ -199,7 +199,7 @@ func (s *system) startBacking(proxied bool, dir string) error {
 		s.mysqlDirect = cfg.FormatDSN()
 		s.closers = append(s.closers, func() { dropDatabase(*cfg) })
 	} else {
-		m, err := embedded.StartMySQL("127.0.0.1:0")
+		m, err := standins.StartMySQL("127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -209,7 +209,7 @@ func (s *system) startBacking(proxied bool, dir string) error {
 	if uri := os.Getenv("MONGODB_URI"); uri != "" {
 		s.mongoDirect = uri
 	} else {
-		m, err := embedded.StartMongoDB("127.0.0.1:0", filepath.Join(dir, "mongodb"))
+		m, err := standins.StartMongoDB("127.0.0.1:0", filepath.Join(dir, "mongodb"))
 		if err != nil {
 			return err
 		}

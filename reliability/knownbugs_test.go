@@ -29,12 +29,12 @@ func knownBug(t *testing.T, where string) {
 // body, with no read deadline, so a trickling client and a gateway goroutine
 // wait for each other as long as the client trickles. (In a cluster the
 // ingress stands there instead.)
-// Fix (internal/gateway/gateway.go, proxy): answer with "Connection: close"
+// Fix (internal/local/gateway/gateway.go, proxy): answer with "Connection: close"
 // when the request body was not read to its end (ErrorHandler, and
 // ModifyResponse for answers that come before the body is read), so the
 // server skips the discard and closes the connection after the answer.
 func TestKnownBugGatewayHoldsTricklingClient(t *testing.T) {
-	knownBug(t, "internal/gateway: no answer while the client trickles")
+	knownBug(t, "internal/local/gateway: no answer while the client trickles")
 	s := sharedSystem(t)
 	start := time.Now()
 	limit, _ := time.ParseDuration(sharedUploadLimit)
@@ -46,16 +46,16 @@ func TestKnownBugGatewayHoldsTricklingClient(t *testing.T) {
 }
 
 // The local stack's embedded MySQL (go-mysql-server's in-memory engine,
-// internal/embedded StartMySQL) loses writes made at the same time: 40 users
+// internal/local/standins StartMySQL) loses writes made at the same time: 40 users
 // created at once through the admin API all get 201, and about a quarter of
 // them do not exist afterwards (MariaDB keeps all 40). Concurrent transactions
 // each commit their own copy of the table and the last one wins.
-// Fix (internal/embedded/embedded.go): run the engine's statements one at a
+// Fix (internal/local/standins/standins.go): run the engine's statements one at a
 // time (a mutex around query execution: it is a development stand-in, where
 // throughput does not matter), or say in the README that `up` without
 // MYSQL_DSN is for one user at a time.
 func TestKnownBugEmbeddedMySQLLosesConcurrentWrites(t *testing.T) {
-	knownBug(t, "internal/embedded: go-mysql-server loses concurrent writes")
+	knownBug(t, "internal/local/standins: go-mysql-server loses concurrent writes")
 	if os.Getenv("MYSQL_DSN") != "" {
 		t.Skip("MYSQL_DSN is set: the embedded MySQL is not in use")
 	}

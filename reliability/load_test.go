@@ -17,7 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	login "mp3converter/functions/login"
-	"mp3converter/internal/stack"
+	"mp3converter/internal/local/stack"
 )
 
 // Load on the whole stack, run as a child process (`mp3converter up`) so that

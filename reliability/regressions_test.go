@@ -21,7 +21,7 @@ import (
 	notify "mp3converter/functions/notify"
 	upload "mp3converter/functions/upload"
 	"mp3converter/internal/faultproxy"
-	"mp3converter/internal/host"
+	"mp3converter/internal/local/funchost"
 )
 
 // Regressions: bugs the suite found in code it does not own, fixed since.
@@ -44,7 +44,7 @@ func TestUnauthenticatedTrickleIsRefusedAtOnce(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- host.Serve(ctx, host.Function{Name: "upload", Instance: upload.New(), Listener: ln, Config: map[string]string{
+		served <- funchost.Serve(ctx, funchost.Function{Name: "upload", Instance: upload.New(), Listener: ln, Config: map[string]string{
 			"MONGODB_URI": s.mongoURI, "MONGODB_DB_PREFIX": s.prefix, "VALIDATE_URL": s.Functions["validate"] + "/validate",
 			"K_SINK": s.BrokerURL, "UPLOAD_TIMEOUT": "1h"}})
 	}()

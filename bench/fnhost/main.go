@@ -16,8 +16,7 @@ import (
 	"strings"
 	"syscall"
 
-	"mp3converter/internal/functions"
-	"mp3converter/internal/host"
+	"mp3converter/internal/local/funchost"
 )
 
 func main() {
@@ -26,8 +25,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: fnhost NAME (LISTEN_ADDRESS, config from the environment)")
 		os.Exit(2)
 	}
-	// internal/functions, not internal/stack: the stack would link the embedded servers.
-	instance, err := functions.New(os.Args[1])
+	// internal/local/funchost, not internal/local/stack: the stack would link the embedded servers.
+	instance, err := funchost.New(os.Args[1])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnhost:", err)
 		os.Exit(2)
@@ -49,7 +48,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err = host.Serve(ctx, host.Function{Name: os.Args[1], Instance: instance, Config: env, Listener: ln, Logger: slog.Default()})
+	err = funchost.Serve(ctx, funchost.Function{Name: os.Args[1], Instance: instance, Config: env, Listener: ln, Logger: slog.Default()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnhost:", err)
 		os.Exit(1)

@@ -20,7 +20,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"mp3converter/internal/client"
-	"mp3converter/internal/stack"
+	"mp3converter/internal/local/stack"
 )
 
 // The client commands run against one real local stack, shared by the tests

@@ -10,9 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"mp3converter/internal/functions"
-	"mp3converter/internal/host"
-	"mp3converter/internal/stack"
+	"mp3converter/internal/local/funchost"
+	"mp3converter/internal/local/stack"
 )
 
 // runUp runs the whole system until Ctrl-C.
@@ -60,7 +59,7 @@ func runFunction(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("usage: mp3converter function NAME")
 	}
-	instance, err := functions.New(args[0])
+	instance, err := funchost.New(args[0])
 	if err != nil {
 		return err
 	}
@@ -68,7 +67,7 @@ func runFunction(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return host.Serve(ctx, host.Function{Name: args[0], Instance: instance, Config: environ(), Listener: ln, Logger: slog.Default()})
+	return funchost.Serve(ctx, funchost.Function{Name: args[0], Instance: instance, Config: environ(), Listener: ln, Logger: slog.Default()})
 }
 
 // externalFlag collects --external NAME=URL flags.

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"mp3converter/internal/broker"
+	"mp3converter/internal/local/broker"
 	"mp3converter/knative"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	convert "mp3converter/functions/convert"
-	"mp3converter/internal/host"
+	"mp3converter/internal/local/funchost"
 )
 
 // A function named in External runs outside the stack (here: hosted by the
@@ -30,7 +30,7 @@ func TestExternalFunction(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- host.Serve(ctx, host.Function{Name: "convert", Instance: counted, Listener: ln,
+		served <- funchost.Serve(ctx, funchost.Function{Name: "convert", Instance: counted, Listener: ln,
 			Config: map[string]string{"MONGODB_URI": e.MongoURI, "MONGODB_DB_PREFIX": e.env["MONGODB_DB_PREFIX"],
 				"PATH": os.Getenv("PATH"), "TMPDIR": t.TempDir()}})
 	}()

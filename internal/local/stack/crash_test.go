@@ -18,7 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"mp3converter/internal/client"
-	"mp3converter/internal/embedded"
+	"mp3converter/internal/local/standins"
 	"mp3converter/internal/mailtest"
 )
 
@@ -37,12 +37,12 @@ func TestKilledMidConversionLosesNothing(t *testing.T) {
 	}
 	defer mail.Close()
 	// MySQL and MongoDB outlive the killed process, as real services would.
-	mysqlSrv, err := embedded.StartMySQL("127.0.0.1:0")
+	mysqlSrv, err := standins.StartMySQL("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mysqlSrv.Close()
-	mongoSrv, err := embedded.StartMongoDB("127.0.0.1:0", t.TempDir())
+	mongoSrv, err := standins.StartMongoDB("127.0.0.1:0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,10 +22,9 @@ import (
 	"strings"
 	"time"
 
-	"mp3converter/internal/embedded"
-	"mp3converter/internal/functions"
-	"mp3converter/internal/gateway"
-	"mp3converter/internal/host"
+	"mp3converter/internal/local/funchost"
+	"mp3converter/internal/local/gateway"
+	"mp3converter/internal/local/standins"
 
 	login "mp3converter/functions/login"
 )
@@ -71,7 +70,7 @@ type Stack struct {
 }
 
 // functionNames in start order; each gets the instance its New() returns.
-var functionNames = functions.Names
+var functionNames = funchost.Names
 
 // routes are the gateway's paths, as the ingress routes them in a cluster.
 // convert and notify have none: they receive events only through the Broker.
@@ -157,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	for _, name := range hosted {
 		instance := cfg.Instances[name]
 		if instance == nil {
-			instance, _ = functions.New(name)
+			instance, _ = funchost.New(name)
 		}
 		fnEnv := copyEnv(env)
 		fnEnv["LISTEN_ADDRESS"] = listeners[name].Addr().String()
@@ -169,7 +168,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		}
 		go func() {
 			defer func() { stopped <- struct{}{} }()
-			err := host.Serve(fnCtx, host.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log})
+			err := funchost.Serve(fnCtx, funchost.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log})
 			if err != nil {
 				s.errs <- err
 			}
@@ -249,7 +248,7 @@ func (s *Stack) Close() error {
 func (s *Stack) useExternal(external map[string]string) (hosted []string, err error) {
 	s.external = map[string]bool{}
 	for name, raw := range external {
-		if _, err := functions.New(name); err != nil {
+		if _, err := funchost.New(name); err != nil {
 			return nil, fmt.Errorf("external: %w", err)
 		}
 		u, err := url.Parse(raw)
@@ -271,7 +270,7 @@ func (s *Stack) useExternal(external map[string]string) (hosted []string, err er
 // the embedded stand-ins otherwise, recording the choice in env.
 func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
 	if env["MYSQL_DSN"] == "" {
-		m, err := embedded.StartMySQL("127.0.0.1:0")
+		m, err := standins.StartMySQL("127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -280,7 +279,7 @@ func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
 		s.log.Info("embedded MySQL started (users last as long as the stack; set MYSQL_DSN to keep them)", "dsn", m.DSN)
 	}
 	if env["MONGODB_URI"] == "" {
-		m, err := embedded.StartMongoDB("127.0.0.1:0", filepath.Join(cfg.DataDir, "mongodb"))
+		m, err := standins.StartMongoDB("127.0.0.1:0", filepath.Join(cfg.DataDir, "mongodb"))
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,7 @@
 // Package functions names the six functions and makes their instances, as
 // each one's New() does in the binary `func build` makes. It imports nothing
 // else, so a host that needs only the functions links only them.
-package functions
+package funchost
 
 import (
 	"fmt"

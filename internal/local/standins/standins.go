@@ -2,7 +2,7 @@
 // service is configured: a MySQL-protocol server (go-mysql-server, in memory)
 // and a MongoDB-protocol server (FerretDB on SQLite files). Both are real
 // servers on loopback: the functions talk to them with their ordinary drivers.
-package embedded
+package standins
 
 import (
 	"context"

@@ -4,7 +4,7 @@
 // server first, then the instance's Stop. The local stack hosts all six
 // functions in one process with it, so what runs here is what `func build`
 // deploys.
-package host
+package funchost
 
 import (
 	"context"
