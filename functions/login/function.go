@@ -109,7 +109,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	mctx, cancel := context.WithTimeout(ctx, dbTimeout)
 	defer cancel()
 	if err := f.ensureSchema(mctx); err != nil {
-		f.log.Warn("migration failed, will retry on the next request", "error", err)
+		f.log.Warn("migration failed, will retry on the next request", "err", err)
 	}
 	f.ready.Store(true)
 	f.log.Info("started", "alg", f.keys.method.Alg(), "kid", f.keys.kid, "issuer", f.issuer, "ttl", f.ttl.String())
@@ -166,7 +166,7 @@ func (f *Function) handleLogin(w http.ResponseWriter, r *http.Request) {
 	f.limiter.succeeded(email, ip)
 	token, err := f.issue(creds.id, email, creds.admin)
 	if err != nil {
-		f.log.Error("signing token", "error", err)
+		f.log.Error("signing token", "err", err)
 		writeError(w, http.StatusInternalServerError, "could not issue a token")
 		return
 	}
@@ -449,7 +449,7 @@ func (f *Function) unauthorizedBasic(w http.ResponseWriter) {
 }
 
 func (f *Function) storeUnavailable(w http.ResponseWriter, err error) {
-	f.log.Warn("user store unavailable", "error", err)
+	f.log.Warn("user store unavailable", "err", err)
 	writeError(w, http.StatusServiceUnavailable, "user store unavailable, try again")
 }
 

@@ -70,7 +70,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	case typeConverted:
 		var d convertedData
 		if err := decode(e, &d); err != nil {
-			log.Error("event data does not match the mp3.converted schema, dropped", "error", err)
+			log.Error("event data does not match the mp3.converted schema, dropped", "err", err)
 			return nil, nil
 		}
 		n = notice{kind: kindReady, videoFID: d.VideoFID, to: d.Username, name: d.Filename,
@@ -78,7 +78,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	case typeFailed:
 		var d failedData
 		if err := decode(e, &d); err != nil {
-			log.Error("event data does not match the conversion.failed schema, dropped", "error", err)
+			log.Error("event data does not match the conversion.failed schema, dropped", "err", err)
 			return nil, nil
 		}
 		n = notice{kind: kindFailed, videoFID: d.VideoFID, to: d.Username, name: d.Filename, reason: d.Reason}
@@ -89,13 +89,13 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		log.Warn("video.uploaded dead-lettered: the broker gave up on its conversion")
 		var d uploadedData
 		if err := decode(e, &d); err != nil {
-			log.Error("event data does not match the video.uploaded schema, dropped", "error", err)
+			log.Error("event data does not match the video.uploaded schema, dropped", "err", err)
 			return nil, nil
 		}
 		var ok bool
 		var err error
 		if n, ok, err = rt.deadLetter(ctx, log, d); err != nil {
-			log.Error("storage unavailable", "error", err)
+			log.Error("storage unavailable", "err", err)
 			return nil, cehttp.NewResult(503, "storage unavailable, try again")
 		} else if !ok {
 			return nil, nil
@@ -431,7 +431,7 @@ func (rt *runtime) notify(ctx context.Context, log *slog.Logger, n notice) error
 	claim, outcome, err := rt.claim(ctx, oid)
 	switch {
 	case err != nil:
-		log.Error("storage unavailable", "error", err)
+		log.Error("storage unavailable", "err", err)
 		return cehttp.NewResult(503, "storage unavailable, try again")
 	case outcome == noJob:
 		log.Warn("no such job, not emailing")
@@ -469,10 +469,10 @@ func (rt *runtime) notify(ctx context.Context, log *slog.Logger, n notice) error
 				break
 			}
 			if settle.Err() != nil {
-				log.Error("email sent but the claim could not be settled", "error", uerr)
+				log.Error("email sent but the claim could not be settled", "err", uerr)
 				break
 			}
-			log.Warn("email sent, settling the claim again", "error", uerr)
+			log.Warn("email sent, settling the claim again", "err", uerr)
 			select {
 			case <-settle.Done():
 			case <-time.After(wait):
@@ -480,7 +480,7 @@ func (rt *runtime) notify(ctx context.Context, log *slog.Logger, n notice) error
 		}
 		return nil
 	case permanent(err):
-		log.Error("email cannot be delivered (permanent), not retrying", "to", n.to, "error", err)
+		log.Error("email cannot be delivered (permanent), not retrying", "to", n.to, "err", err)
 		msg := err.Error()
 		if len(msg) > 1000 {
 			msg = msg[:1000]
@@ -488,14 +488,14 @@ func (rt *runtime) notify(ctx context.Context, log *slog.Logger, n notice) error
 		if uerr := update(bson.D{
 			{Key: "$set", Value: bson.D{{Key: "notify_error", Value: msg}}},
 			{Key: "$unset", Value: bson.D{{Key: "notify_claim", Value: ""}}}}); uerr != nil {
-			log.Warn("could not record notify_error", "error", uerr)
+			log.Warn("could not record notify_error", "err", uerr)
 		}
 		return nil
 	default:
-		log.Warn("email not sent, releasing the claim for a retry", "to", n.to, "error", err)
+		log.Warn("email not sent, releasing the claim for a retry", "to", n.to, "err", err)
 		if uerr := update(bson.D{{Key: "$unset", Value: bson.D{
 			{Key: "notified_at", Value: ""}, {Key: "notify_claim", Value: ""}}}}); uerr != nil {
-			log.Error("could not release the claim; a redelivery takes it over once it is stale", "error", uerr)
+			log.Error("could not release the claim; a redelivery takes it over once it is stale", "err", uerr)
 		}
 		return cehttp.NewResult(503, "mail server unavailable, try again")
 	}

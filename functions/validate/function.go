@@ -167,7 +167,7 @@ func (f *Function) handleValidate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err != nil {
-			f.log.Warn("user store unavailable", "error", err)
+			f.log.Warn("user store unavailable", "err", err)
 			writeError(w, http.StatusServiceUnavailable, "user store unavailable, try again")
 			return
 		}
