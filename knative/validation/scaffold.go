@@ -375,15 +375,19 @@ func Start(f Handler) error {
 
 // BuildEnv is the environment of the scaffold's go commands: the caller's,
 // with CGO_ENABLED=0 pegged as func's goBuildEnvs does, the function's
-// buildEnvs, no module downloads (GOPROXY=off: the module cache must already
-// hold everything) and -mod=mod so go.sum is completed from the cache.
-func BuildEnv(buildEnvs []FuncEnv) []string {
+// buildEnvs, and -mod=mod so `go mod tidy` may complete go.sum. Modules come
+// through the configured GOPROXY, as they do for func's host builder: the
+// build must not depend on what an earlier run left in the module cache.
+// A non-empty modCache replaces GOMODCACHE (a cold cache, to prove that).
+func BuildEnv(buildEnvs []FuncEnv, modCache string) []string {
 	pegged := map[string]string{
 		"CGO_ENABLED": "0",
 		"GOWORK":      "off",
-		"GOPROXY":     "off",
-		"GOFLAGS":     "-mod=mod",
+		"GOFLAGS":     "-mod=mod -modcacherw",
 		"GOTOOLCHAIN": "local",
+	}
+	if modCache != "" {
+		pegged["GOMODCACHE"] = modCache
 	}
 	for _, e := range buildEnvs {
 		if e.Name != nil && e.Value != nil {

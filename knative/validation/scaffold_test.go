@@ -242,7 +242,7 @@ func TestScaffoldRejectsAWrongHandle(t *testing.T) {
 	if err := WriteScaffold(dir, fn, "http"); err != nil {
 		t.Fatal(err)
 	}
-	err := BuildScaffold(context.Background(), dir, filepath.Join(dir, "f.bin"), BuildEnv(nil))
+	err := BuildScaffold(context.Background(), dir, filepath.Join(dir, "f.bin"), BuildEnv(nil, ""))
 	if err == nil || !regexpMatch(`does not implement "knative.dev/func-go/http".Handler \(wrong type for method Handle\)`, err.Error()) {
 		t.Fatalf("got %v, want a compile error about Handle", err)
 	}
@@ -250,8 +250,13 @@ func TestScaffoldRejectsAWrongHandle(t *testing.T) {
 
 // TestFunctionsBuildLikeFunc builds every function the way
 // `func build --builder=host` does (see scaffold.go): sequentially, with the
-// shared build cache, offline (GOPROXY=off) and without cgo. The result
-// must be a static executable, as func puts it alone into a scratch image.
+// shared build cache, modules through the configured GOPROXY, without cgo.
+// The result must be a static executable, as func puts it alone into a
+// scratch image.
+//
+// MP3C_COLD_MODCACHE=1 builds with an empty module cache of its own, as on
+// a fresh machine (.ci/run does this on every run): nothing an earlier run
+// left behind can make it pass.
 func TestFunctionsBuildLikeFunc(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds six programs; not in -short mode")
@@ -259,6 +264,11 @@ func TestFunctionsBuildLikeFunc(t *testing.T) {
 	names, err := Functions(repo.Functions)
 	if err != nil {
 		t.Fatal(err)
+	}
+	modCache := ""
+	if os.Getenv("MP3C_COLD_MODCACHE") == "1" {
+		modCache = t.TempDir() // -modcacherw lets TempDir's cleanup remove it
+		t.Logf("cold module cache: %s", modCache)
 	}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
@@ -275,7 +285,7 @@ func TestFunctionsBuildLikeFunc(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			start := time.Now()
-			if err := BuildScaffold(ctx, dir, out, BuildEnv(buildEnvsOf(name))); err != nil {
+			if err := BuildScaffold(ctx, dir, out, BuildEnv(buildEnvsOf(name), modCache)); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("built in %s", time.Since(start).Round(time.Millisecond))
