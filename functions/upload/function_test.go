@@ -841,7 +841,7 @@ func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
 	// Wait until the first upload holds the only slot.
 	wrote := make(chan struct{})
 	go func() { pw.Write(data[:256*1024]); close(wrote) }()
-	for deadline := time.Now().Add(time.Minute); len(e.fn.state.Load().slots) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first upload never took its slot")
 		}
