@@ -287,13 +287,12 @@ func (s *Stack) useExternal(external map[string]string) (hosted []string, err er
 // the embedded stand-ins otherwise, recording the choice in env.
 func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
 	if env["MYSQL_DSN"] == "" {
-		m, err := standins.StartMySQL("127.0.0.1:0")
+		dsn, closeMySQL, err := s.startMySQL(cfg)
 		if err != nil {
 			return err
 		}
-		s.closers = append(s.closers, m.Close)
-		env["MYSQL_DSN"] = m.DSN
-		s.log.Info("embedded MySQL started (users last as long as the stack; set MYSQL_DSN to keep them)", "dsn", m.DSN)
+		s.closers = append(s.closers, closeMySQL)
+		env["MYSQL_DSN"] = dsn
 	}
 	if env["MONGODB_URI"] == "" {
 		m, err := standins.StartMongoDB("127.0.0.1:0", filepath.Join(cfg.DataDir, "mongodb"))
@@ -306,6 +305,27 @@ func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
 	}
 	s.MySQLDSN, s.MongoURI = env["MYSQL_DSN"], env["MONGODB_URI"]
 	return nil
+}
+
+// startMySQL starts a private MariaDB with its data under the data dir, so
+// users survive a restart of the stack; where MariaDB is not installed, the
+// in-memory go-mysql-server, with a warning of what that loses.
+func (s *Stack) startMySQL(cfg Config) (dsn string, closeIt func() error, err error) {
+	dir := filepath.Join(cfg.DataDir, "mysql")
+	m, err := standins.StartMariaDB(context.Background(), dir)
+	if err == nil {
+		s.log.Info("MariaDB started", "dir", dir)
+		return m.DSN, m.Close, nil
+	}
+	if !errors.Is(err, standins.ErrNoMariaDB) {
+		return "", nil, err
+	}
+	mem, err := standins.StartMySQL("127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	s.log.Warn("MariaDB is not installed: users are kept in memory and lost when the stack stops, and concurrent sign-ups can be lost; install mariadb-server (make run does it where it can) or set MYSQL_DSN", "dsn", mem.DSN)
+	return mem.DSN, mem.Close, nil
 }
 
 // bootstrapAdmin creates the first admin when there are no users, from

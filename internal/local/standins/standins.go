@@ -1,7 +1,8 @@
-// Package embedded starts the stand-ins the local stack uses when no real
-// service is configured: a MySQL-protocol server (go-mysql-server, in memory)
-// and a MongoDB-protocol server (FerretDB on SQLite files). Both are real
-// servers on loopback: the functions talk to them with their ordinary drivers.
+// Package standins starts the servers the local stack uses when the
+// environment names no real one: a private MariaDB keeping its data in the
+// data dir (mariadb.go), go-mysql-server in memory where MariaDB is not
+// installed, and FerretDB on SQLite files. All are real servers: the
+// functions talk to them with their ordinary drivers.
 package standins
 
 import (
