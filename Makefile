@@ -2,13 +2,13 @@
 # Each installs what it lacks (ffmpeg) and builds the rest with Go.
 
 GO        ?= go
-FUNCTIONS := convert download login notify upload validate
-# Every package of the workspace: the root module and the six function modules.
+FUNCTIONS := convert download login notify upload validate web
+# Every package of the workspace: the root module and the seven function modules.
 PACKAGES  := mp3converter/...
 
 .PHONY: run test build vet function-builds knative-check ffmpeg mariadb clean bench reliability
 
-## run: the whole system on this machine (gateway on 127.0.0.1:8080)
+## run: the whole system on this machine (the web app and API on 127.0.0.1:8080)
 # The binary runs in make's place (exec), not under `go run`: Ctrl-C then
 # reaches it alone, and a clean stop exits 0 (go run reports exit status 1
 # when it is interrupted, whatever the program returns).

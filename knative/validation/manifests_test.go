@@ -63,7 +63,7 @@ func TestLoadFindsEveryManifest(t *testing.T) {
 		count[o.APIVersion+"/"+o.Kind]++
 	}
 	want := map[string]int{
-		"serving.knative.dev/v1/Service":                     6,
+		"serving.knative.dev/v1/Service":                     7,
 		"eventing.knative.dev/v1/Broker":                     1,
 		"eventing.knative.dev/v1/Trigger":                    3,
 		"sources.knative.dev/v1/SinkBinding":                 1,
@@ -454,6 +454,30 @@ func TestEventingWebhookRuleRejects(t *testing.T) {
 	})
 }
 
+// Only web is public; its routes name the others' cluster-local addresses.
+func TestVisibilityRuleRejects(t *testing.T) {
+	runBroken(t, "visibility", []brokenCase{
+		{"validate exposed outside the cluster", func(t *testing.T, m *Manifests) {
+			delete(ksvc(t, m, "validate").Labels, "networking.knative.dev/visibility")
+		}, `validate must be cluster-local`},
+		{"login exposed outside the cluster", func(t *testing.T, m *Manifests) {
+			delete(ksvc(t, m, "login").Labels, "networking.knative.dev/visibility")
+		}, `login must be cluster-local.*only web is public`},
+		{"upload exposed outside the cluster", func(t *testing.T, m *Manifests) {
+			ksvc(t, m, "upload").Labels["networking.knative.dev/visibility"] = "public"
+		}, `upload must be cluster-local`},
+		{"web hidden inside the cluster", func(t *testing.T, m *Manifests) {
+			ksvc(t, m, "web").Labels["networking.knative.dev/visibility"] = "cluster-local"
+		}, `web is the public entry point: it must not be cluster-local`},
+		{"web routing to a public address", func(t *testing.T, m *Manifests) {
+			env(t, container(t, m, "web"), "DOWNLOAD_URL").Value = "http://download.mp3converter.example.com"
+		}, `DOWNLOAD_URL.*must be http://download\.mp3converter\.svc\.cluster\.local`},
+		{"web's route with a path", func(t *testing.T, m *Manifests) {
+			env(t, container(t, m, "web"), "VALIDATE_URL").Value = "http://validate.mp3converter.svc.cluster.local/validate"
+		}, `VALIDATE_URL.*must be http://validate\.mp3converter\.svc\.cluster\.local`},
+	})
+}
+
 func TestReferencesRuleRejects(t *testing.T) {
 	runBroken(t, "references", []brokenCase{
 		{"trigger on a broker that does not exist", func(t *testing.T, m *Manifests) {
@@ -508,9 +532,6 @@ func TestReferencesRuleRejects(t *testing.T) {
 		{"validate reached through the ingress", func(t *testing.T, m *Manifests) {
 			configMap(t, m).Data["VALIDATE_URL"] = "http://validate.mp3converter.example.com/validate"
 		}, `must be http://validate\.mp3converter\.svc\.cluster\.local/validate`},
-		{"validate exposed outside the cluster", func(t *testing.T, m *Manifests) {
-			delete(ksvc(t, m, "validate").Labels, "networking.knative.dev/visibility")
-		}, `validate must be cluster-local`},
 		{"statefulset without its headless service", func(t *testing.T, m *Manifests) {
 			obj(t, m, "StatefulSet", "mysql").Typed.(*appsv1.StatefulSet).Spec.ServiceName = "db"
 		}, `no v1 Service named "db"`},
@@ -741,7 +762,7 @@ func TestSchemaValidator(t *testing.T) {
 
 func TestEveryRuleIsTested(t *testing.T) {
 	tested := map[string]bool{"crd-schemas": true, "knative-serving-webhook": true, "service-policy": true,
-		"eventing-webhooks": true, "references": true, "timeouts": true, "kustomization": true, "func-yaml": true}
+		"eventing-webhooks": true, "references": true, "visibility": true, "timeouts": true, "kustomization": true, "func-yaml": true}
 	for _, r := range Rules {
 		if !tested[r.Name] {
 			t.Errorf("rule %s has no broken-manifest test", r.Name)
