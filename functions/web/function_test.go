@@ -298,3 +298,18 @@ func TestNotStartedAndBadConfiguration(t *testing.T) {
 		t.Errorf("Start without LOGIN_URL: %v", err)
 	}
 }
+
+// A wrong password asked for by the web app must not open the browser's own password dialog.
+func TestNoPasswordDialogForTheApp(t *testing.T) {
+	login := backend(t, "login", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="mp3converter"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	web := startWeb(t, map[string]string{"login": login})
+	if resp, _ := do(t, "POST", web+"/login", nil); resp.Header.Get("WWW-Authenticate") == "" {
+		t.Error("curl's answer lost WWW-Authenticate")
+	}
+	if resp, _ := do(t, "POST", web+"/login", nil, "X-Requested-With", "XMLHttpRequest"); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "" {
+		t.Errorf("the app's answer: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -37,9 +38,13 @@ func newProxy(function string, target *url.URL, timeout time.Duration, log *slog
 				}
 			}
 		},
-		FlushInterval:  -1, // downloads reach the client as they come
-		ModifyResponse: p.passEarlyRefusal,
-		ErrorHandler:   p.unavailable,
+		FlushInterval: -1, // downloads reach the client as they come
+		ModifyResponse: func(resp *http.Response) error {
+			passEarlyRefusal(resp)
+			keepPasswordDialogAway(resp)
+			return nil
+		},
+		ErrorHandler: p.unavailable,
 	}
 	return p
 }
@@ -69,11 +74,20 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // read to its end (an upload refused at once, or cut off by upload's timeout). The proxy drops
 // the upstream's Connection header as hop-by-hop; without one of its own, the server would
 // read the rest of the body before answering, and a client still sending would wait forever.
-func (p *proxy) passEarlyRefusal(resp *http.Response) error {
+func passEarlyRefusal(resp *http.Response) {
 	if resp.Close || bodyUnread(resp.Request.Context()) {
 		resp.Header.Set("Connection", "close")
 	}
-	return nil
+}
+
+// keepPasswordDialogAway drops "WWW-Authenticate: Basic" (login's answer to a wrong password)
+// from answers to the web app's own requests, which say X-Requested-With: a browser would
+// otherwise open its password dialog over the page, and the page's fetch would wait for it.
+func keepPasswordDialogAway(resp *http.Response) {
+	if resp.Request.Header.Get("X-Requested-With") != "" &&
+		strings.HasPrefix(strings.ToLower(resp.Header.Get("WWW-Authenticate")), "basic") {
+		resp.Header.Del("WWW-Authenticate")
+	}
 }
 
 // unavailable answers 502 when the function cannot be reached or fails mid-answer.

@@ -43,7 +43,7 @@ export function retryAfter(value) {
 // onBusy(seconds) is told when the server is busy and the request will be retried.
 export async function request(method, path, { body, json, onBusy } = {}) {
   for (let attempt = 0; ; attempt++) {
-    const headers = {};
+    const headers = { "X-Requested-With": "XMLHttpRequest" };
     if (token()) headers.Authorization = "Bearer " + token();
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -106,7 +106,10 @@ export async function signIn(email, password) {
   try {
     resp = await fetch("/login", {
       method: "POST",
-      headers: { Authorization: "Basic " + btoa(unescape(encodeURIComponent(email + ":" + password))) },
+      headers: {
+        Authorization: "Basic " + btoa(unescape(encodeURIComponent(email + ":" + password))),
+        "X-Requested-With": "XMLHttpRequest", // no browser password dialog on a refusal (web drops WWW-Authenticate)
+      },
     });
   } catch {
     throw new ApiError("The server cannot be reached. Check your connection and try again.", 0);
@@ -125,6 +128,7 @@ export function upload(file, progress, onBusy) {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/upload?filename=" + encodeURIComponent(file.name));
     xhr.setRequestHeader("Authorization", "Bearer " + token());
+    xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
     xhr.setRequestHeader("Content-Type", file.type || "application/octet-stream");
     xhr.upload.onprogress = (e) => progress(e.loaded, e.lengthComputable ? e.total : file.size);
     xhr.onerror = () => reject(new ApiError("The upload was cut off. Check your connection and try again.", 0));

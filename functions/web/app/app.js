@@ -172,7 +172,7 @@ async function follow(row, name, fid) {
     if (job.state === "converting" && typeof job.progress === "number") {
       setRow(row, "converting", job.progress + "%", job.progress);
     } else if (job.state === "done") {
-      setRow(row, "done", job.download_url ? "Your MP3 is ready." : "Your MP3 is ready (see Your files).", 100);
+      setRow(row, "done", "Your MP3 is ready.");
       row.actions.replaceChildren(downloadLink(job) || "");
     } else if (job.state === "failed") {
       setRow(row, "failed", reasonWords(job.reason));
