@@ -331,14 +331,14 @@ func (e *testEnv) job(t testing.TB, fid bson.ObjectID) jobDoc {
 	return j
 }
 
-// validateJob checks a jobs document against ../../events/job.schema.json, the job contract.
+// validateJob checks a jobs document against ../../events/job/schema.json, the job contract.
 func validateJob(t testing.TB, doc bson.Raw) {
 	t.Helper()
 	data, err := bson.MarshalExtJSON(doc, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sch, err := jsonschema.NewCompiler().Compile("../../events/job.schema.json")
+	sch, err := jsonschema.NewCompiler().Compile("../../events/job/schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func validateJob(t testing.TB, doc bson.Raw) {
 		t.Fatal(err)
 	}
 	if err := sch.Validate(inst); err != nil {
-		t.Errorf("job %s does not match events/job.schema.json: %v", data, err)
+		t.Errorf("job %s does not match events/job/schema.json: %v", data, err)
 	}
 }
 

@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// The JobState constants are the states events/job.schema.json allows, no more, no fewer.
+// The JobState constants are the states events/job/schema.json allows, no more, no fewer.
 func TestJobStatesMatchTheSchema(t *testing.T) {
-	b, err := os.ReadFile("../../events/job.schema.json")
+	b, err := os.ReadFile("../../events/job/schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
