@@ -155,8 +155,7 @@ func New(ctx context.Context, dir string, o Options) (s *Stack, err error) {
 func (s *Stack) Close() error {
 	var err error
 	if s.Stack != nil {
-		err = s.Stack.Close()
-		s.Stack = nil
+		err = s.Stack.Close() // a second Close does nothing
 	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
