@@ -14,53 +14,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"mp3converter/internal/client"
 )
 
-// The client commands of the user's workflow: convert, status, download.
-// main hands them the process's stdout; tests their own writer and client.
+// parallelFiles: convert works on at most this many files at once.
+const parallelFiles = 3
+
+// runConvert is `mp3converter convert` on stdout; tests call (*app).convert
+// with their own writer and client.
 func runConvert(ctx context.Context, args []string) error {
 	return (&app{out: os.Stdout}).convert(ctx, args)
-}
-
-func runStatus(ctx context.Context, args []string) error {
-	return (&app{out: os.Stdout}).status(ctx, args)
-}
-
-func runDownload(ctx context.Context, args []string) error {
-	return (&app{out: os.Stdout}).download(ctx, args)
-}
-
-// app runs the client commands.
-type app struct {
-	out  io.Writer
-	http *http.Client  // nil: http.DefaultClient
-	poll time.Duration // the first wait between two looks at a job; 0: 1 s
-}
-
-const (
-	parallelFiles = 3               // convert works on at most this many files at once
-	maxPoll       = 5 * time.Second // the longest wait between two looks at a job
-	maxPollErrors = 10              // job lookups that may fail in a row (server briefly away)
-)
-
-func (a *app) interval() time.Duration {
-	if a.poll > 0 {
-		return a.poll
-	}
-	return time.Second
-}
-
-// client is authedClient with the app's HTTP client.
-func (a *app) client(server string) (*client.Client, error) {
-	c, err := authedClient(server)
-	if err != nil {
-		return nil, err
-	}
-	c.HTTP = a.http
-	return c, nil
 }
 
 // fileResult is what became of one file given to convert.
@@ -327,14 +291,6 @@ func summarize(ctx context.Context, out io.Writer, results []fileResult, noWait 
 		return fmt.Errorf("%d of %d files failed", failed, len(results))
 	}
 	return nil
-}
-
-// helpIsNoError makes -h print the flags and succeed.
-func helpIsNoError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	return err
 }
 
 // shellQuote quotes a path for a command line when it needs it.
