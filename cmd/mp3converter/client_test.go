@@ -499,3 +499,44 @@ func TestConvertErrorsAPersonUnderstands(t *testing.T) {
 		}
 	})
 }
+
+// busyTransport answers the first n uploads as a server with every slot
+// taken does (503, Retry-After), and passes everything else to the server.
+type busyTransport struct {
+	n       atomic.Int32
+	uploads atomic.Int32
+}
+
+func (b *busyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && req.URL.Path == "/upload" && b.uploads.Add(1) <= b.n.Load() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		body := `{"error":"too many uploads at once, try again in a few seconds"}`
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Request: req, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Retry-After": {"0"}, "Content-Type": {"application/json"}},
+			Body:   io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))}, nil
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestConvertWaitsOutABusyServer: an upload answered 503 with Retry-After is
+// sent again after the wait, whole, instead of failing the file.
+func TestConvertWaitsOutABusyServer(t *testing.T) {
+	url := loggedIn(t)
+	dir := t.TempDir()
+	video := stacktest.Video(t, dir, "busy.mp4", 2)
+	transport := &busyTransport{}
+	transport.n.Store(2)
+	out, err := run(t, &app{http: &http.Client{Transport: transport}}, convertCmd, video, "--server", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := transport.uploads.Load(); n != 3 {
+		t.Fatalf("%d uploads, want 2 refused and 1 accepted", n)
+	}
+	if !strings.Contains(out, "server busy") {
+		t.Errorf("the output does not say the server was busy:\n%s", out)
+	}
+	assertMP3(t, filepath.Join(dir, "busy.mp3"))
+}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"mp3converter/internal/client"
 )
@@ -159,12 +160,45 @@ func (a *app) upload(ctx context.Context, c *client.Client, path string, tr trac
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
-	tr.phase("uploading", st.Size())
-	up, err := c.Upload(ctx, &progressReader{r: f, tr: tr}, st.Size(), filepath.Base(path), contentType)
-	if err != nil {
-		return up, explainUpload(err)
+	for busy := 0; ; busy++ {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return client.Uploaded{}, err
+		}
+		tr.phase("uploading", st.Size())
+		up, err := c.Upload(ctx, &progressReader{r: f, tr: tr}, st.Size(), filepath.Base(path), contentType)
+		wait, isBusy := busyFor(err)
+		if err == nil || !isBusy || busy >= maxBusyRetries {
+			if err != nil {
+				return up, explainUpload(err)
+			}
+			return up, nil
+		}
+		tr.state(fmt.Sprintf("server busy, trying again in %s", wait))
+		select {
+		case <-ctx.Done():
+			return client.Uploaded{}, ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	return up, nil
+}
+
+// maxBusyRetries bounds how often an upload the server was too busy to take
+// (503) is sent again.
+const maxBusyRetries = 20
+
+// busyFor tells whether err is the server's "busy, try again" (503) and how
+// long it asked to wait (Retry-After in seconds; 5 s when it did not say,
+// at most a minute).
+func busyFor(err error) (time.Duration, bool) {
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	secs, perr := strconv.Atoi(apiErr.Header.Get("Retry-After"))
+	if perr != nil || secs < 0 {
+		secs = 5
+	}
+	return min(time.Duration(secs)*time.Second, time.Minute), true
 }
 
 var bytesInMessage = regexp.MustCompile(`(\d+) bytes`)
