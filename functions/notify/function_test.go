@@ -359,14 +359,40 @@ func (e *env) seedJob(state, reason string, extra bson.M) string {
 	return oid.Hex()
 }
 
+// job reads a jobs document and checks it against the job contract.
 func (e *env) job(fid string) bson.M {
 	e.t.Helper()
 	oid, _ := bson.ObjectIDFromHex(fid)
+	var raw bson.Raw
+	if err := e.jobs().FindOne(context.Background(), bson.M{"_id": oid}).Decode(&raw); err != nil {
+		e.t.Fatal(err)
+	}
+	validateJob(e.t, raw)
 	var m bson.M
-	if err := e.jobs().FindOne(context.Background(), bson.M{"_id": oid}).Decode(&m); err != nil {
+	if err := bson.Unmarshal(raw, &m); err != nil {
 		e.t.Fatal(err)
 	}
 	return m
+}
+
+// validateJob checks a jobs document against ../../events/job/schema.json, the job contract.
+func validateJob(t *testing.T, doc bson.Raw) {
+	t.Helper()
+	data, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch, err := jsonschema.NewCompiler().Compile(filepath.Join("..", "..", "events", "job", "schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		t.Errorf("job %s does not match events/job/schema.json: %v", data, err)
+	}
 }
 
 // claimReleased fails unless the job carries no notification claim.
