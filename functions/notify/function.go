@@ -31,6 +31,8 @@ var Settings = []Setting{
 	{Name: "MAIL_DIR", Kind: KindText, Default: "outbox", Meaning: "the outbox when SMTP_URL is unset"},
 	{Name: "PUBLIC_URL", Kind: KindURL, Default: "http://127.0.0.1:8080", Meaning: "base of the download links in the emails"},
 	{Name: "SMTP_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "bound of one whole send"},
+	{Name: "LINK_SECRET", Kind: KindText, Required: true, Meaning: "key of the signed download links in the emails (at least 32 bytes; a Secret)"},
+	{Name: "LINK_TTL", Kind: KindDuration, Default: "168h", Min: "1m", Meaning: "how long the link in an email works"},
 }
 
 // Function is the notify CloudEvents function.
@@ -143,6 +145,8 @@ type runtime struct {
 	from      string
 	mailDir   string
 	publicURL string
+	links     linkSigner
+	linkTTL   time.Duration
 	timeout   time.Duration
 	staleAt   time.Duration // a claim older than this whose send never finished may be taken over
 
@@ -163,7 +167,12 @@ func newRuntime(cfg map[string]string) (*runtime, error) {
 		from:      set.text("MAIL_FROM"),
 		mailDir:   set.text("MAIL_DIR"),
 		publicURL: set.text("PUBLIC_URL"),
+		links:     newLinkSigner(set.text("LINK_SECRET"), ""),
+		linkTTL:   set.duration("LINK_TTL"),
 		timeout:   set.duration("SMTP_TIMEOUT"),
+	}
+	if n := len(set.text("LINK_SECRET")); n < minLinkSecret {
+		return nil, fmt.Errorf("LINK_SECRET: %d bytes, want at least %d", n, minLinkSecret)
 	}
 	// A send takes at most about SMTP_TIMEOUT (see newSMTPClient): a claim this old whose
 	// send never settled belongs to a process that died mid-send.

@@ -14,7 +14,7 @@ var Copies = map[string][]string{
 	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go"},
 	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go"},
 	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
-	"notify":   {"settings.go", "lifecycle.go", "jobstate.go"},
+	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
 	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go"},
 	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 }
