@@ -40,7 +40,7 @@ func (b *bench) upload(ctx context.Context) (*section, error) {
 			return 0, err
 		}
 		t := time.Now()
-		_, _, err := uploadBody(ctx, p.URL, s.token, "generated.mp4", newGenerated(n, ftyp), n)
+		_, _, err := uploadBody(ctx, p.URL, s.AdminToken, "generated.mp4", newGenerated(n, ftyp), n)
 		return time.Since(t), err
 	}
 	direct := func(n int64) (time.Duration, error) {
@@ -189,7 +189,7 @@ func (b *bench) download(ctx context.Context) (*section, error) {
 	var fn, direct samples
 	for i := range b.opts.runs {
 		t := time.Now()
-		n, err := downloadTo(ctx, p.URL, s.token, id.Hex(), io.Discard)
+		n, err := downloadTo(ctx, p.URL, s.AdminToken, id.Hex(), io.Discard)
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +223,7 @@ func (b *bench) download(ctx context.Context) (*section, error) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, errs[c] = downloadTo(ctx, pf.URL, s.token, id.Hex(), io.Discard)
+					_, errs[c] = downloadTo(ctx, pf.URL, s.AdminToken, id.Hex(), io.Discard)
 				}()
 			}
 			wg.Wait()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"mp3converter/internal/stacktest"
 )
 
 // Known bugs in code this suite does not own: each test states the promise
@@ -38,7 +40,7 @@ func TestKnownBugGatewayHoldsTricklingClient(t *testing.T) {
 	s := sharedSystem(t)
 	start := time.Now()
 	limit, _ := time.ParseDuration(sharedUploadLimit)
-	a := trickle(t, s.URL, s.adminToken, clip(t, 2), limit+30*time.Second)
+	a := trickle(t, s.URL, s.AdminToken, clip(t, 2), limit+30*time.Second)
 	if a.err != nil {
 		t.Fatalf("trickling through the gateway: %s after %s, want an answer once UPLOAD_TIMEOUT=%s has passed",
 			a, time.Since(start).Round(time.Second), sharedUploadLimit)
@@ -60,14 +62,14 @@ func TestKnownBugEmbeddedMySQLLosesConcurrentWrites(t *testing.T) {
 		t.Skip("MYSQL_DSN is set: the embedded MySQL is not in use")
 	}
 	s := sharedSystem(t)
-	prefix := "many-" + randomHex(3) + "-"
+	prefix := "many-" + stacktest.RandomHex(3) + "-"
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	created := 0
 	for i := range 40 {
 		wg.Go(func() {
-			body := fmt.Sprintf(`{"email":"%s%d@example.com","password":%q}`, prefix, i, userPassword)
-			if a := s.do("POST", "/users", s.adminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status == http.StatusCreated {
+			body := fmt.Sprintf(`{"email":"%s%d@example.com","password":%q}`, prefix, i, stacktest.UserPassword)
+			if a := s.do("POST", "/users", s.AdminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status == http.StatusCreated {
 				mu.Lock()
 				created++
 				mu.Unlock()
@@ -78,7 +80,7 @@ func TestKnownBugEmbeddedMySQLLosesConcurrentWrites(t *testing.T) {
 	var users struct {
 		Users []struct{ Email string }
 	}
-	json.Unmarshal(s.do("GET", "/users", s.adminToken, nil).body, &users)
+	json.Unmarshal(s.do("GET", "/users", s.AdminToken, nil).body, &users)
 	stored := 0
 	for _, u := range users.Users {
 		if strings.HasPrefix(u.Email, prefix) {

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
 
-	"mp3converter/internal/local/funchost"
 	"mp3converter/internal/local/stack"
 )
 
@@ -47,28 +46,20 @@ func runUp(ctx context.Context, args []string) error {
 		fmt.Println("stopping...")
 	case err = <-s.Failed():
 	}
-	if cerr := s.Close(); err == nil {
-		err = cerr
+	// Close bounds each of its waits; this bounds the whole, so a function
+	// that ignores its context cannot keep the process alive.
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case cerr := <-closed:
+		return errors.Join(err, cerr)
+	case <-time.After(shutdownBound):
+		return errors.Join(err, fmt.Errorf("the stack did not stop within %s; exiting anyway", shutdownBound))
 	}
-	return err
 }
 
-// runFunction hosts one function alone, as `func run` or its container
-// would: LISTEN_ADDRESS (default 127.0.0.1:8080), config from the environment.
-func runFunction(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: mp3converter function NAME")
-	}
-	instance, err := funchost.New(args[0])
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"))
-	if err != nil {
-		return err
-	}
-	return funchost.Serve(ctx, funchost.Function{Name: args[0], Instance: instance, Config: environ(), Listener: ln, Logger: slog.Default()})
-}
+// shutdownBound is the longest `up` waits for the stack to stop.
+const shutdownBound = time.Minute
 
 // externalFlag collects --external NAME=URL flags.
 type externalFlag map[string]string

@@ -45,6 +45,20 @@ const (
 	msgStorageDown = "storage unavailable, try again"
 )
 
+// Settings are the environment variables convert reads (README, "Configuration").
+var Settings = []Setting{
+	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos and mp3s databases"},
+	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
+	{Name: "CONVERT_TIMEOUT", Kind: KindDuration, Default: "10m", Min: "1s", Meaning: "bound of one conversion"},
+	{Name: "CONVERT_LEASE", Kind: KindDuration, Default: "30s", Min: "3s", Meaning: "how long a claim on a job lasts unless renewed (every third of it)"},
+	{Name: "MAX_DURATION", Kind: KindDuration, Default: "4h", Min: "1s", Meaning: "longest input accepted"},
+	{Name: "MP3_QUALITY", Kind: KindInt, Default: "2", Min: "0", Max: "9", Meaning: "ffmpeg's LAME -q:a, 0 (best) to 9; MP3 audio is copied, not re-encoded"},
+	{Name: "KEEP_VIDEOS", Kind: KindBool, Default: "false", Meaning: "keep the uploaded video after a successful conversion"},
+	{Name: "TMPDIR", Kind: KindText, Meaning: "where the video and the MP3 are staged; unset: the system's temporary directory"},
+	{Name: "FFMPEG_PATH", Kind: KindText, Meaning: "ffmpeg to run; unset: found in PATH"},
+	{Name: "FFPROBE_PATH", Kind: KindText, Meaning: "ffprobe to run; unset: found in PATH"},
+}
+
 // Function converts uploaded videos to MP3.
 type Function struct {
 	log     *slog.Logger
@@ -128,39 +142,20 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 
 // Start reads the configuration. Backing services are not contacted: the client connects lazily.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
-	var err error
-	if f.timeout, err = durationSetting(cfg, "CONVERT_TIMEOUT", 10*time.Minute); err != nil {
+	set, err := loadSettings(Settings, cfg)
+	if err != nil {
 		return err
 	}
-	if f.lease, err = durationSetting(cfg, "CONVERT_LEASE", 30*time.Second); err != nil {
-		return err
-	}
-	if f.lease < 3*time.Second {
-		return fmt.Errorf("CONVERT_LEASE must be at least 3s, got %s", f.lease)
-	}
-	if f.maxDuration, err = durationSetting(cfg, "MAX_DURATION", 4*time.Hour); err != nil {
-		return err
-	}
-	f.quality = 2
-	if v := cfg["MP3_QUALITY"]; v != "" {
-		if f.quality, err = strconv.Atoi(v); err != nil || f.quality < 0 || f.quality > 9 {
-			return fmt.Errorf("MP3_QUALITY must be an integer from 0 (best) to 9, got %q", v)
-		}
-	}
-	if v := cfg["KEEP_VIDEOS"]; v != "" {
-		if f.keepVideos, err = strconv.ParseBool(v); err != nil {
-			return fmt.Errorf("KEEP_VIDEOS must be true or false, got %q", v)
-		}
-	}
-	f.tmpDir = cfg["TMPDIR"]
-	if f.tmpDir == "" {
+	f.timeout = set.duration("CONVERT_TIMEOUT")
+	f.lease = set.duration("CONVERT_LEASE")
+	f.maxDuration = set.duration("MAX_DURATION")
+	f.quality = int(set.int("MP3_QUALITY"))
+	f.keepVideos = set.bool("KEEP_VIDEOS")
+	if f.tmpDir = set.text("TMPDIR"); f.tmpDir == "" {
 		f.tmpDir = os.TempDir()
 	}
-	f.prefix = cfg["MONGODB_DB_PREFIX"]
-	uri := cfg["MONGODB_URI"]
-	if uri == "" {
-		uri = "mongodb://127.0.0.1:27017"
-	}
+	f.prefix = set.text("MONGODB_DB_PREFIX")
+	uri := set.text("MONGODB_URI")
 	f.client, err = mongo.Connect(options.Client().ApplyURI(uri).
 		SetServerSelectionTimeout(5 * time.Second).SetConnectTimeout(5 * time.Second))
 	if err != nil {
@@ -168,9 +163,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	}
 
 	var errs []error
-	f.ffmpeg, err = findTool(cfg["FFMPEG_PATH"], "ffmpeg")
+	f.ffmpeg, err = findTool(set.text("FFMPEG_PATH"), "ffmpeg")
 	errs = append(errs, err)
-	f.ffprobe, err = findTool(cfg["FFPROBE_PATH"], "ffprobe")
+	f.ffprobe, err = findTool(set.text("FFPROBE_PATH"), "ffprobe")
 	errs = append(errs, err)
 	if f.toolsErr = errors.Join(errs...); f.toolsErr != nil {
 		f.log.Error("conversions will fail until the image has ffmpeg and ffprobe", "err", f.toolsErr)
@@ -218,12 +213,12 @@ var (
 	unavailable = result{status: http.StatusServiceUnavailable, message: msgStorageDown}
 )
 
-// job is a document of the jobs collection (see the storage contract).
+// job is the part of a jobs document convert reads (events/job.schema.json).
 type job struct {
 	ID              bson.ObjectID `bson:"_id"`
 	Username        string        `bson:"username"`
 	Filename        string        `bson:"filename"`
-	State           string        `bson:"state"`
+	State           JobState      `bson:"state"`
 	Reason          string        `bson:"reason"`
 	DurationSeconds float64       `bson:"duration_seconds"`
 	Attempts        int32         `bson:"attempts"`
@@ -252,7 +247,7 @@ func (f *Function) process(ctx context.Context, log *slog.Logger, oid bson.Objec
 	if err != nil {
 		return f.storageError(log, "cannot read the job", err)
 	}
-	if j.State != "uploaded" && j.State != "converting" {
+	if j.State != JobUploaded && j.State != JobConverting {
 		return f.replay(claimCtx, log, j)
 	}
 	now := time.Now().UTC()
@@ -269,9 +264,9 @@ func (f *Function) process(ctx context.Context, log *slog.Logger, oid bson.Objec
 	j.Attempts = n
 	log = log.With("attempt", n)
 	res, err := f.videosDB().Collection("jobs").UpdateOne(claimCtx,
-		bson.D{{Key: "_id", Value: oid}, {Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{"uploaded", "converting"}}}}},
+		bson.D{{Key: "_id", Value: oid}, {Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{JobUploaded, JobConverting}}}}},
 		bson.D{
-			{Key: "$set", Value: bson.D{{Key: "state", Value: "converting"}, {Key: "lease_until", Value: lease}, {Key: "updated_at", Value: now}}},
+			{Key: "$set", Value: bson.D{{Key: "state", Value: JobConverting}, {Key: "lease_until", Value: lease}, {Key: "updated_at", Value: now}}},
 			{Key: "$max", Value: bson.D{{Key: "attempts", Value: n}}},
 		})
 	if err != nil {
@@ -336,7 +331,7 @@ func (f *Function) renewClaim(ctx context.Context, lost context.CancelFunc, log 
 	return func() { close(done); wg.Wait() }
 }
 
-// readJob reads the job; a missing job reads as state "".
+// readJob reads the job; a missing job reads as state "" (no JobState).
 func (f *Function) readJob(ctx context.Context, oid bson.ObjectID, up uploaded) (job, error) {
 	j := job{ID: oid}
 	err := f.videosDB().Collection("jobs").FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&j)
@@ -407,7 +402,7 @@ func (f *Function) dropClaims(ctx context.Context, log *slog.Logger, oid bson.Ob
 
 // replay answers a delivery for a job that is not waiting for a conversion.
 func (f *Function) replay(ctx context.Context, log *slog.Logger, j job) result {
-	if j.State == "done" || j.State == "failed" {
+	if j.State.final() {
 		// An attempt that crashed after finishing the job leaves its claim.
 		f.dropClaims(ctx, log, j.ID)
 	}
@@ -415,7 +410,7 @@ func (f *Function) replay(ctx context.Context, log *slog.Logger, j job) result {
 	case "":
 		log.Warn("no job for this video: nothing to do")
 		return noReply
-	case "done":
+	case JobDone:
 		var mp3 storedMP3
 		err := f.mp3Bucket().GetFilesCollection().FindOne(ctx, bson.D{{Key: "_id", Value: j.ID}}).Decode(&mp3)
 		if errors.Is(err, mongo.ErrNoDocuments) {
@@ -427,7 +422,7 @@ func (f *Function) replay(ctx context.Context, log *slog.Logger, j job) result {
 		}
 		log.Info("already converted: sending the result again")
 		return result{reply: convertedEvent(j, mp3)}
-	case "failed":
+	case JobFailed:
 		reason := j.Reason
 		if reason == "" {
 			reason = "the conversion failed"
@@ -551,7 +546,7 @@ func (f *Function) finish(ctx context.Context, log *slog.Logger, j job, mp3 stor
 	now := time.Now().UTC()
 	_, err := f.videosDB().Collection("jobs").UpdateOne(bctx, bson.D{{Key: "_id", Value: j.ID}}, bson.D{
 		{Key: "$set", Value: bson.D{
-			{Key: "state", Value: "done"},
+			{Key: "state", Value: JobDone},
 			{Key: "mp3_fid", Value: j.ID.Hex()},
 			{Key: "duration_seconds", Value: mp3.Metadata.DurationSeconds},
 			{Key: "reason", Value: ""},
@@ -579,7 +574,7 @@ func (f *Function) fail(ctx context.Context, log *slog.Logger, j job, reason, de
 	cctx, cancel := cleanupContext(ctx)
 	defer cancel()
 	_, err := f.videosDB().Collection("jobs").UpdateOne(cctx, bson.D{{Key: "_id", Value: j.ID}}, bson.D{
-		{Key: "$set", Value: bson.D{{Key: "state", Value: "failed"}, {Key: "reason", Value: reason}, {Key: "updated_at", Value: time.Now().UTC()}}},
+		{Key: "$set", Value: bson.D{{Key: "state", Value: JobFailed}, {Key: "reason", Value: reason}, {Key: "updated_at", Value: time.Now().UTC()}}},
 		{Key: "$unset", Value: bson.D{{Key: "lease_until", Value: ""}}},
 	})
 	if err != nil {
@@ -611,7 +606,7 @@ func (f *Function) transient(ctx context.Context, log *slog.Logger, j job, clean
 	f.releaseClaim(cctx, log, j)
 	now := time.Now().UTC()
 	_, err := f.videosDB().Collection("jobs").UpdateOne(cctx,
-		bson.D{{Key: "_id", Value: j.ID}, {Key: "state", Value: "converting"}},
+		bson.D{{Key: "_id", Value: j.ID}, {Key: "state", Value: JobConverting}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "lease_until", Value: now}, {Key: "updated_at", Value: now}}}})
 	if err != nil {
 		log.Warn("cannot update the job's lease", "err", err)
@@ -730,18 +725,6 @@ func mp3Name(video string) string {
 	return base + ".mp3"
 }
 
-func durationSetting(cfg map[string]string, key string, def time.Duration) (time.Duration, error) {
-	v := cfg[key]
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s must be a positive duration such as 10m, got %q", key, v)
-	}
-	return d, nil
-}
-
 // findTool resolves a program: the configured path, else PATH, else the usual install places.
 func findTool(configured, name string) (string, error) {
 	if configured != "" {
@@ -768,12 +751,6 @@ func toolMessage(err error, def string) string {
 		return "the converter (ffmpeg) is not available here, try again later"
 	}
 	return def
-}
-
-func writeError(w http.ResponseWriter, status int, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": message})
 }
 
 // uploaded is the data of a video.uploaded event (events/video.uploaded.schema.json).

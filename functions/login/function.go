@@ -12,21 +12,14 @@ package function
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"database/sql"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,14 +31,26 @@ import (
 )
 
 const (
-	realm          = "mp3converter"
-	maxTokenLen    = 8 << 10
-	maxBodyBytes   = 64 << 10
-	dbTimeout      = 5 * time.Second
-	verifyLeeway   = 5 * time.Second
-	minRSABits     = 2048
-	minSecretBytes = 32
+	maxBodyBytes = 64 << 10
+	dbTimeout    = 5 * time.Second
+	verifyLeeway = 5 * time.Second
 )
+
+// Settings are the environment variables login reads (README, "Configuration").
+var Settings = []Setting{
+	{Name: "MYSQL_DSN", Kind: KindText, Required: true, Meaning: "the MySQL database of the users table, e.g. user:pass@tcp(host:3306)/auth?parseTime=true; login creates the database and table"},
+	{Name: "JWT_PRIVATE_KEY", Kind: KindText, Meaning: "RS256 signing key, PEM (PKCS#1 or PKCS#8, at least 2048 bits)"},
+	{Name: "JWT_PRIVATE_KEY_FILE", Kind: KindText, Meaning: "a file holding JWT_PRIVATE_KEY"},
+	{Name: "JWT_SECRET", Kind: KindText, Meaning: "HS256 instead of RS256 (at least 32 bytes)"},
+	{Name: "JWT_TTL", Kind: KindDuration, Default: "24h", Min: "1s", Meaning: "lifetime of a token"},
+	{Name: "JWT_ISSUER", Kind: KindText, Default: "mp3converter", Meaning: "the iss claim"},
+	{Name: "JWT_AUDIENCE", Kind: KindText, Default: "mp3converter", Meaning: "the aud claim"},
+	{Name: "BCRYPT_COST", Kind: KindInt, Default: "10", Min: "4", Max: "31", Meaning: "bcrypt cost of new password hashes"},
+	{Name: "LOGIN_MAX_FAILURES", Kind: KindInt, Default: "5", Min: "0", Max: "1048576", Meaning: "failed logins per email per window before 429 (0 turns it off)"},
+	{Name: "LOGIN_MAX_IP_FAILURES", Kind: KindInt, Default: "20", Min: "0", Max: "1048576", Meaning: "failed logins per client per window before 429 (0 turns it off)"},
+	{Name: "LOGIN_FAILURE_WINDOW", Kind: KindDuration, Default: "15m", Min: "1s", Meaning: "how long failed logins count"},
+	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For: the per-client limit counts the entry that many from the right"},
+}
 
 // Function is the login function. Everything but log, mux and limiter is set by Start.
 type Function struct {
@@ -256,35 +261,24 @@ func (f *Function) handleSetPassword(ctx context.Context, w http.ResponseWriter,
 
 // configure reads the Start map into f. Every error is a configuration error.
 func (f *Function) configure(cfg map[string]string) error {
-	dsn := cfg["MYSQL_DSN"]
-	if dsn == "" {
-		return errors.New("login: MYSQL_DSN is required")
+	set, err := loadSettings(Settings, cfg)
+	if err != nil {
+		return err
 	}
+	dsn := set.text("MYSQL_DSN")
 	keys, err := loadSigningKeys(cfg)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
 	f.keys = keys
-	f.issuer = valueOr(cfg["JWT_ISSUER"], "mp3converter")
-	f.audience = valueOr(cfg["JWT_AUDIENCE"], "mp3converter")
-	if f.ttl, err = durationSetting(cfg, "JWT_TTL", 24*time.Hour); err != nil {
-		return err
-	}
-	if f.cost, err = intSetting(cfg, "BCRYPT_COST", bcrypt.DefaultCost, bcrypt.MinCost, bcrypt.MaxCost); err != nil {
-		return err
-	}
-	if f.limiter.maxPerEmail, err = intSetting(cfg, "LOGIN_MAX_FAILURES", 5, 0, 1<<20); err != nil {
-		return err
-	}
-	if f.limiter.maxPerIP, err = intSetting(cfg, "LOGIN_MAX_IP_FAILURES", 20, 0, 1<<20); err != nil {
-		return err
-	}
-	if f.limiter.window, err = durationSetting(cfg, "LOGIN_FAILURE_WINDOW", 15*time.Minute); err != nil {
-		return err
-	}
-	if f.proxyHops, err = intSetting(cfg, "TRUSTED_PROXY_HOPS", 0, 0, 10); err != nil {
-		return err
-	}
+	f.issuer = set.text("JWT_ISSUER")
+	f.audience = set.text("JWT_AUDIENCE")
+	f.ttl = set.duration("JWT_TTL")
+	f.cost = int(set.int("BCRYPT_COST"))
+	f.limiter.maxPerEmail = int(set.int("LOGIN_MAX_FAILURES"))
+	f.limiter.maxPerIP = int(set.int("LOGIN_MAX_IP_FAILURES"))
+	f.limiter.window = set.duration("LOGIN_FAILURE_WINDOW")
+	f.proxyHops = int(set.int("TRUSTED_PROXY_HOPS"))
 	random := make([]byte, 32)
 	rand.Read(random)
 	if f.dummyHash, err = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(random)), f.cost); err != nil {
@@ -328,13 +322,6 @@ func (f *Function) passwordMatches(hash []byte, password string) bool {
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	return err == nil && exists && !tooLong
-}
-
-// tokenClaims are the claims of the auth contract.
-type tokenClaims struct {
-	Username string `json:"username"`
-	Admin    bool   `json:"admin"`
-	jwt.RegisteredClaims
 }
 
 // issue signs a token for the user.
@@ -393,12 +380,7 @@ func (f *Function) authorize(ctx context.Context, w http.ResponseWriter, r *http
 		return invalid("token too large")
 	}
 	var claims tokenClaims
-	_, err := jwt.ParseWithClaims(token, &claims, f.keys.keyFunc,
-		jwt.WithValidMethods([]string{f.keys.method.Alg()}),
-		jwt.WithStrictDecoding(), // one token, one spelling: no unused base64 bits
-		jwt.WithIssuer(f.issuer), jwt.WithAudience(f.audience),
-		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(verifyLeeway))
-	if err != nil {
+	if err := parseToken(token, &claims, f.keys.keyFunc, f.keys.method.Alg(), f.issuer, f.audience, verifyLeeway); err != nil {
 		return invalid("invalid token")
 	}
 	id, err := strconv.ParseInt(claims.Subject, 10, 64)
@@ -477,67 +459,21 @@ func loadSigningKeys(cfg map[string]string) (signingKeys, error) {
 		}
 		return signingKeys{method: jwt.SigningMethodHS256, sign: []byte(secret), verify: []byte(secret)}, nil
 	}
-	pemText := cfg["JWT_PRIVATE_KEY"]
-	if pemText == "" && cfg["JWT_PRIVATE_KEY_FILE"] != "" {
-		b, err := os.ReadFile(cfg["JWT_PRIVATE_KEY_FILE"])
-		if err != nil {
-			return signingKeys{}, fmt.Errorf("JWT_PRIVATE_KEY_FILE: %w", err)
-		}
-		pemText = string(b)
+	pemText, err := pemSetting(cfg, "JWT_PRIVATE_KEY")
+	if err != nil {
+		return signingKeys{}, err
 	}
 	if pemText == "" {
 		return signingKeys{}, errors.New("no signing key: set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE (RS256) or JWT_SECRET (HS256)")
 	}
 	key, err := parseRSAPrivateKey(pemText)
+	if err == nil {
+		err = checkRSABits(&key.PublicKey)
+	}
 	if err != nil {
 		return signingKeys{}, fmt.Errorf("JWT_PRIVATE_KEY: %w", err)
 	}
-	return signingKeys{method: jwt.SigningMethodRS256, sign: key, verify: &key.PublicKey, kid: thumbprint(&key.PublicKey)}, nil
-}
-
-// parseRSAPrivateKey reads a PKCS#1 or PKCS#8 PEM RSA key of at least 2048 bits.
-// Literal "\n" sequences (a PEM squeezed into one env line) are accepted.
-func parseRSAPrivateKey(text string) (*rsa.PrivateKey, error) {
-	if !strings.Contains(text, "\n") {
-		text = strings.ReplaceAll(text, `\n`, "\n")
-	}
-	block, _ := pem.Decode([]byte(text))
-	if block == nil {
-		return nil, errors.New("no PEM block found")
-	}
-	var key *rsa.PrivateKey
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		key = k
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		rk, ok := k.(*rsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("PKCS#8 key is %T, want an RSA key", k)
-		}
-		key = rk
-	default:
-		return nil, fmt.Errorf("PEM block %q, want RSA PRIVATE KEY or PRIVATE KEY", block.Type)
-	}
-	if key.N.BitLen() < minRSABits {
-		return nil, fmt.Errorf("RSA key has %d bits, want at least %d", key.N.BitLen(), minRSABits)
-	}
-	return key, nil
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint (base64url SHA-256) of an RSA public key.
-func thumbprint(pub *rsa.PublicKey) string {
-	n := base64.RawURLEncoding.EncodeToString(pub.N.Bytes())
-	e := base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
-	sum := sha256.Sum256([]byte(`{"e":"` + e + `","kty":"RSA","n":"` + n + `"}`))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	return signingKeys{method: jwt.SigningMethodRS256, sign: key, verify: &key.PublicKey, kid: jwkOf(&key.PublicKey).Kid}, nil
 }
 
 // clientIP is the address the per-client limit counts. Behind proxies that
@@ -563,13 +499,6 @@ func clientIP(r *http.Request, hops int) string {
 	return host
 }
 
-func methodNotAllowed(allow string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", allow)
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
-	}
-}
-
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err := dec.Decode(v); err != nil {
@@ -577,45 +506,4 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
-}
-
-func valueOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-func durationSetting(cfg map[string]string, name string, def time.Duration) (time.Duration, error) {
-	v := cfg[name]
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("login: %s=%q: want a positive Go duration such as 24h", name, v)
-	}
-	return d, nil
-}
-
-func intSetting(cfg map[string]string, name string, def, lo, hi int) (int, error) {
-	v := cfg[name]
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("login: %s=%q: want an integer from %d to %d", name, v, lo, hi)
-	}
-	return n, nil
 }

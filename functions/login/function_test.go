@@ -272,7 +272,7 @@ func TestTokenContract(t *testing.T) {
 			}
 			wantKid := ""
 			if c.alg == "RS256" {
-				wantKid = thumbprint(&k.PublicKey)
+				wantKid = jwkOf(&k.PublicKey).Kid
 			}
 			if kid, _ := tok.Header["kid"].(string); kid != wantKid {
 				t.Errorf("kid %q, want %q", kid, wantKid)
@@ -310,8 +310,8 @@ func TestTokenContract(t *testing.T) {
 func TestThumbprintRFC7638(t *testing.T) {
 	n, _ := base64.RawURLEncoding.DecodeString("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
 	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537}
-	if got, want := thumbprint(pub), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
-		t.Errorf("thumbprint %q, want %q", got, want)
+	if got, want := jwkOf(pub).Kid, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
+		t.Errorf("JWK thumbprint %q, want %q", got, want)
 	}
 }
 
@@ -327,7 +327,7 @@ func TestStartConfigErrors(t *testing.T) {
 		edit func(map[string]string)
 		want string
 	}{
-		{"no MYSQL_DSN", func(c map[string]string) { delete(c, "MYSQL_DSN") }, "MYSQL_DSN is required"},
+		{"no MYSQL_DSN", func(c map[string]string) { delete(c, "MYSQL_DSN") }, "MYSQL_DSN is not set"},
 		{"DSN without database", func(c map[string]string) { c["MYSQL_DSN"] = "root@tcp(127.0.0.1:1)/" }, "must name a database"},
 		{"unparsable DSN", func(c map[string]string) { c["MYSQL_DSN"] = "root@tcp(127.0.0.1:1" }, "MYSQL_DSN"},
 		{"no key", func(c map[string]string) { delete(c, "JWT_PRIVATE_KEY") }, "no signing key"},

@@ -39,12 +39,21 @@ const (
 // deadLetterReason is the job's reason when the broker gave up on its video.uploaded event.
 const deadLetterReason = "conversion could not be completed, please upload again"
 
+// Settings are the environment variables notify reads (README, "Configuration").
+var Settings = []Setting{
+	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos and mp3s databases"},
+	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
+	{Name: "SMTP_URL", Kind: KindText, Meaning: "smtp://user:pass@host:587 (STARTTLS when offered) or smtps://...:465; unset: .eml files in MAIL_DIR"},
+	{Name: "MAIL_FROM", Kind: KindText, Default: "mp3converter <no-reply@localhost>", Meaning: "the sender of the emails"},
+	{Name: "MAIL_DIR", Kind: KindText, Default: "outbox", Meaning: "the outbox when SMTP_URL is unset"},
+	{Name: "PUBLIC_URL", Kind: KindURL, Default: "http://127.0.0.1:8080", Meaning: "base of the download links in the emails"},
+	{Name: "SMTP_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "bound of one whole send"},
+}
+
 // Function is the notify CloudEvents function.
 type Function struct {
 	log *slog.Logger
-
-	mu sync.RWMutex
-	rt *runtime // nil until Start has finished
+	lc  lifecycle[runtime]
 }
 
 // New returns a notify function that answers 503 until Start has run.
@@ -57,9 +66,7 @@ func New() *Function {
 // (MongoDB or SMTP unavailable) returns 503 so that the broker retries; everything else
 // (done, duplicate, bad data, permanent SMTP rejection) returns 200.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	f.mu.RLock()
-	rt := f.rt
-	f.mu.RUnlock()
+	rt := f.lc.load()
 	if rt == nil {
 		return nil, cehttp.NewResult(503, "notify is starting, try again")
 	}
@@ -114,11 +121,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return err
 	}
-	f.mu.Lock()
-	old := f.rt
-	f.rt = rt
-	f.mu.Unlock()
-	if old != nil {
+	if old := f.lc.start(rt); old != nil {
 		_ = old.client.Disconnect(ctx)
 	}
 	mode := "outbox " + rt.mailDir
@@ -131,10 +134,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop disconnects from MongoDB.
 func (f *Function) Stop(ctx context.Context) error {
-	f.mu.Lock()
-	rt := f.rt
-	f.rt = nil
-	f.mu.Unlock()
+	rt := f.lc.stop()
 	if rt == nil {
 		return nil
 	}
@@ -143,9 +143,7 @@ func (f *Function) Stop(ctx context.Context) error {
 
 // Ready reports whether Start has finished.
 func (f *Function) Ready(ctx context.Context) (bool, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.rt != nil, nil
+	return f.lc.started(), nil
 }
 
 // Alive reports that the process is alive.
@@ -173,19 +171,16 @@ type runtime struct {
 }
 
 func newRuntime(cfg map[string]string) (*runtime, error) {
-	rt := &runtime{
-		prefix:    cfg["MONGODB_DB_PREFIX"],
-		from:      orDefault(cfg["MAIL_FROM"], "mp3converter <no-reply@localhost>"),
-		mailDir:   orDefault(cfg["MAIL_DIR"], "outbox"),
-		publicURL: strings.TrimRight(orDefault(cfg["PUBLIC_URL"], "http://127.0.0.1:8080"), "/"),
-		timeout:   30 * time.Second,
+	set, err := loadSettings(Settings, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if s := cfg["SMTP_TIMEOUT"]; s != "" {
-		d, err := parseDuration(s)
-		if err != nil {
-			return nil, fmt.Errorf("SMTP_TIMEOUT: %w", err)
-		}
-		rt.timeout = d
+	rt := &runtime{
+		prefix:    set.text("MONGODB_DB_PREFIX"),
+		from:      set.text("MAIL_FROM"),
+		mailDir:   set.text("MAIL_DIR"),
+		publicURL: set.text("PUBLIC_URL"),
+		timeout:   set.duration("SMTP_TIMEOUT"),
 	}
 	// A send takes at most about SMTP_TIMEOUT (see newSMTPClient): a claim this old whose
 	// send never settled belongs to a process that died mid-send.
@@ -193,18 +188,14 @@ func newRuntime(cfg map[string]string) (*runtime, error) {
 	if _, err := mail.ParseAddress(rt.from); err != nil {
 		return nil, fmt.Errorf("MAIL_FROM %q is not an email address: %w", rt.from, err)
 	}
-	if u, err := url.Parse(rt.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("PUBLIC_URL %q is not an http(s) URL", rt.publicURL)
-	}
-	if s := cfg["SMTP_URL"]; s != "" {
+	if s := set.text("SMTP_URL"); s != "" {
 		c, addr, err := newSMTPClient(s, rt.timeout)
 		if err != nil {
 			return nil, err
 		}
 		rt.smtp, rt.smtpAddr = c, addr
 	}
-	uri := orDefault(cfg["MONGODB_URI"], "mongodb://127.0.0.1:27017")
-	cli, err := mongo.Connect(options.Client().ApplyURI(uri).
+	cli, err := mongo.Connect(options.Client().ApplyURI(set.text("MONGODB_URI")).
 		SetServerSelectionTimeout(5 * time.Second).SetConnectTimeout(5 * time.Second).SetTimeout(15 * time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("MONGODB_URI: %w", err)
@@ -341,12 +332,12 @@ func decode(e event.Event, v any) error {
 
 // job is the part of a jobs document notify reads.
 type job struct {
-	Username        string  `bson:"username"`
-	Filename        string  `bson:"filename"`
-	State           string  `bson:"state"`
-	Reason          string  `bson:"reason"`
-	MP3FID          string  `bson:"mp3_fid"`
-	DurationSeconds float64 `bson:"duration_seconds"`
+	Username        string   `bson:"username"`
+	Filename        string   `bson:"filename"`
+	State           JobState `bson:"state"`
+	Reason          string   `bson:"reason"`
+	MP3FID          string   `bson:"mp3_fid"`
+	DurationSeconds float64  `bson:"duration_seconds"`
 }
 
 // lock takes this process's lock on one job's document and returns its unlock.
@@ -372,8 +363,8 @@ func (rt *runtime) deadLetter(ctx context.Context, log *slog.Logger, d uploadedD
 	}
 	unlock := rt.lock(d.VideoFID)
 	res, err := rt.jobs().UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: oid}, {Key: "state", Value: bson.D{{Key: "$nin", Value: bson.A{"done", "failed"}}}}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "failed"}, {Key: "reason", Value: deadLetterReason},
+		bson.D{{Key: "_id", Value: oid}, {Key: "state", Value: bson.D{{Key: "$nin", Value: bson.A{JobDone, JobFailed}}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: JobFailed}, {Key: "reason", Value: deadLetterReason},
 			{Key: "updated_at", Value: time.Now().UTC()}}}})
 	unlock()
 	if err != nil {
@@ -391,13 +382,13 @@ func (rt *runtime) deadLetter(ctx context.Context, log *slog.Logger, d uploadedD
 	}
 	n = notice{videoFID: d.VideoFID, to: d.Username}
 	switch j.State {
-	case "done": // the conversion did finish: the user gets the ready email
+	case JobDone: // the conversion did finish: the user gets the ready email
 		n.kind, n.mp3FID, n.duration = kindReady, orDefault(j.MP3FID, d.VideoFID), j.DurationSeconds
 		n.name, err = rt.mp3Name(ctx, oid, orDefault(j.Filename, d.Filename))
 		if err != nil {
 			return n, false, err
 		}
-	case "failed":
+	case JobFailed:
 		n.kind, n.name, n.reason = kindFailed, orDefault(j.Filename, d.Filename), orDefault(j.Reason, deadLetterReason)
 	default:
 		log.Error("job neither done nor failed after a dead letter", "video_fid", d.VideoFID, "state", j.State)
@@ -616,21 +607,6 @@ func isHexID(s string) bool {
 		}
 	}
 	return true
-}
-
-func parseDuration(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		n, nerr := strconv.Atoi(s) // plain seconds
-		if nerr != nil {
-			return 0, err
-		}
-		d = time.Duration(n) * time.Second
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%q is not positive", s)
-	}
-	return d, nil
 }
 
 func orDefault(s, def string) string {

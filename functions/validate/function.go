@@ -11,18 +11,11 @@ package function
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"database/sql"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,14 +25,20 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-const (
-	realm          = "mp3converter"
-	maxTokenLen    = 8 << 10
-	maxLeeway      = 30 * time.Second
-	dbTimeout      = 5 * time.Second
-	minRSABits     = 2048
-	minSecretBytes = 32
-)
+const dbTimeout = 5 * time.Second
+
+// Settings are the environment variables validate reads (README, "Configuration").
+var Settings = []Setting{
+	{Name: "JWT_PUBLIC_KEY", Kind: KindText, Meaning: "RS256 verification key, PEM"},
+	{Name: "JWT_PUBLIC_KEY_FILE", Kind: KindText, Meaning: "a file holding JWT_PUBLIC_KEY"},
+	{Name: "JWT_PRIVATE_KEY", Kind: KindText, Meaning: "login's signing key, to derive the public key from"},
+	{Name: "JWT_PRIVATE_KEY_FILE", Kind: KindText, Meaning: "a file holding JWT_PRIVATE_KEY"},
+	{Name: "JWT_SECRET", Kind: KindText, Meaning: "HS256 instead of RS256 (at least 32 bytes)"},
+	{Name: "JWT_ISSUER", Kind: KindText, Default: "mp3converter", Meaning: "the iss claim required"},
+	{Name: "JWT_AUDIENCE", Kind: KindText, Default: "mp3converter", Meaning: "the aud claim required"},
+	{Name: "JWT_LEEWAY", Kind: KindDuration, Default: "5s", Min: "0s", Max: "30s", Meaning: "clock skew allowed on exp, nbf and iat"},
+	{Name: "MYSQL_DSN", Kind: KindText, Meaning: "optional: when set, tokens of deleted users are refused (503 while MySQL is down)"},
+}
 
 // Function is the validate function. Everything but log and mux is set by Start.
 type Function struct {
@@ -83,17 +82,19 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 // Start reads the configuration. It never dials MySQL, so a MySQL that is
 // down does not fail it; only bad configuration does.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	set, err := loadSettings(Settings, cfg)
+	if err != nil {
+		return fmt.Errorf("validate: %w", err)
+	}
 	keys, err := loadVerifyKeys(cfg)
 	if err != nil {
 		return fmt.Errorf("validate: %w", err)
 	}
 	f.keys = keys
-	f.issuer = valueOr(cfg["JWT_ISSUER"], "mp3converter")
-	f.audience = valueOr(cfg["JWT_AUDIENCE"], "mp3converter")
-	if f.leeway, err = leewaySetting(cfg["JWT_LEEWAY"]); err != nil {
-		return err
-	}
-	if dsn := cfg["MYSQL_DSN"]; dsn != "" {
+	f.issuer = set.text("JWT_ISSUER")
+	f.audience = set.text("JWT_AUDIENCE")
+	f.leeway = set.duration("JWT_LEEWAY")
+	if dsn := set.text("MYSQL_DSN"); dsn != "" {
 		if f.db, err = openDB(dsn); err != nil {
 			return fmt.Errorf("validate: %w", err)
 		}
@@ -117,13 +118,6 @@ func (f *Function) Ready(ctx context.Context) (bool, error) { return f.ready.Loa
 
 // Alive is always true: nothing in the process can get stuck for good.
 func (f *Function) Alive(ctx context.Context) (bool, error) { return true, nil }
-
-// claims are the claims of the auth contract.
-type claims struct {
-	Username string `json:"username"`
-	Admin    bool   `json:"admin"`
-	jwt.RegisteredClaims
-}
 
 // answer is the 200 body: the claims, dates as Unix seconds.
 type answer struct {
@@ -199,7 +193,7 @@ func (f *Function) handleJWKS(w http.ResponseWriter, r *http.Request) {
 
 // verify checks an Authorization header value and returns the token's claims,
 // or a short description of what is wrong with it.
-func (f *Function) verify(header string) (*claims, string) {
+func (f *Function) verify(header string) (*tokenClaims, string) {
 	scheme, token, _ := strings.Cut(header, " ")
 	if !strings.EqualFold(scheme, "Bearer") {
 		return nil, "expected a bearer token"
@@ -211,16 +205,8 @@ func (f *Function) verify(header string) (*claims, string) {
 	if len(token) > maxTokenLen {
 		return nil, "token too large"
 	}
-	var c claims
-	_, err := jwt.ParseWithClaims(token, &c, f.keys.keyFunc,
-		jwt.WithValidMethods([]string{f.keys.method.Alg()}),
-		jwt.WithStrictDecoding(), // one token, one spelling: no unused base64 bits
-		jwt.WithIssuer(f.issuer),
-		jwt.WithAudience(f.audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(f.leeway))
-	if err != nil {
+	var c tokenClaims
+	if err := parseToken(token, &c, f.keys.keyFunc, f.keys.method.Alg(), f.issuer, f.audience, f.leeway); err != nil {
 		return nil, describe(err)
 	}
 	if c.Username == "" || c.Subject == "" {
@@ -289,15 +275,6 @@ func (k verifyKeys) keyFunc(t *jwt.Token) (any, error) {
 	return k.key, nil
 }
 
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Use string `json:"use"`
-	Alg string `json:"alg"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-}
-
 // loadVerifyKeys: HS256 when JWT_SECRET is set; else RS256 with JWT_PUBLIC_KEY(_FILE),
 // or the public half of JWT_PRIVATE_KEY(_FILE). Both given must match.
 func loadVerifyKeys(cfg map[string]string) (verifyKeys, error) {
@@ -334,99 +311,11 @@ func loadVerifyKeys(cfg map[string]string) (verifyKeys, error) {
 	if pub == nil {
 		return verifyKeys{}, errors.New("no verification key: set JWT_PUBLIC_KEY, JWT_PRIVATE_KEY (or their _FILE forms) for RS256, or JWT_SECRET for HS256")
 	}
-	if pub.N.BitLen() < minRSABits {
-		return verifyKeys{}, fmt.Errorf("RSA key has %d bits, want at least %d", pub.N.BitLen(), minRSABits)
+	if err := checkRSABits(pub); err != nil {
+		return verifyKeys{}, err
 	}
-	k := &jwk{
-		Kty: "RSA", Use: "sig", Alg: "RS256",
-		N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
-	}
-	k.Kid = thumbprint(k)
+	k := jwkOf(pub)
 	return verifyKeys{method: jwt.SigningMethodRS256, key: pub, kid: k.Kid, jwk: k}, nil
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint (base64url SHA-256 of the required members in order).
-func thumbprint(k *jwk) string {
-	sum := sha256.Sum256([]byte(`{"e":"` + k.E + `","kty":"RSA","n":"` + k.N + `"}`))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-// pemSetting returns NAME, or the contents of the file NAME_FILE.
-func pemSetting(cfg map[string]string, name string) (string, error) {
-	if v := cfg[name]; v != "" {
-		return v, nil
-	}
-	file := cfg[name+"_FILE"]
-	if file == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("%s_FILE: %w", name, err)
-	}
-	return string(b), nil
-}
-
-// decodePEM returns the first PEM block of text. Literal "\n" sequences
-// (a PEM squeezed into one env line) are accepted.
-func decodePEM(text string) (*pem.Block, error) {
-	if !strings.Contains(text, "\n") {
-		text = strings.ReplaceAll(text, `\n`, "\n")
-	}
-	block, _ := pem.Decode([]byte(text))
-	if block == nil {
-		return nil, errors.New("no PEM block found")
-	}
-	return block, nil
-}
-
-// parseRSAPublicKey reads a PKIX ("PUBLIC KEY") or PKCS#1 ("RSA PUBLIC KEY") PEM.
-func parseRSAPublicKey(text string) (*rsa.PublicKey, error) {
-	block, err := decodePEM(text)
-	if err != nil {
-		return nil, err
-	}
-	switch block.Type {
-	case "RSA PUBLIC KEY":
-		return x509.ParsePKCS1PublicKey(block.Bytes)
-	case "PUBLIC KEY":
-		k, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		pub, ok := k.(*rsa.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("public key is %T, want an RSA key", k)
-		}
-		return pub, nil
-	default:
-		return nil, fmt.Errorf("PEM block %q, want PUBLIC KEY or RSA PUBLIC KEY", block.Type)
-	}
-}
-
-// parseRSAPrivateKey reads a PKCS#1 ("RSA PRIVATE KEY") or PKCS#8 ("PRIVATE KEY") PEM.
-func parseRSAPrivateKey(text string) (*rsa.PrivateKey, error) {
-	block, err := decodePEM(text)
-	if err != nil {
-		return nil, err
-	}
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		return x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		priv, ok := k.(*rsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("private key is %T, want an RSA key", k)
-		}
-		return priv, nil
-	default:
-		return nil, fmt.Errorf("PEM block %q, want RSA PRIVATE KEY or PRIVATE KEY", block.Type)
-	}
 }
 
 // openDB returns a pool for dsn (parseTime forced, 5 s dial timeout). It does not dial.
@@ -453,37 +342,9 @@ func openDB(dsn string) (*sql.DB, error) {
 	return db, nil
 }
 
-func leewaySetting(v string) (time.Duration, error) {
-	if v == "" {
-		return 5 * time.Second, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 || d > maxLeeway {
-		return 0, fmt.Errorf("validate: JWT_LEEWAY=%q: want a duration from 0s to %s", v, maxLeeway)
-	}
-	return d, nil
-}
-
 func invalidToken(w http.ResponseWriter, description string) {
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="`+description+`"`)
 	writeError(w, http.StatusUnauthorized, description)
-}
-
-func methodNotAllowed(allow string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", allow)
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
-	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 func unix(d *jwt.NumericDate) int64 {
@@ -491,11 +352,4 @@ func unix(d *jwt.NumericDate) int64 {
 		return 0
 	}
 	return d.Unix()
-}
-
-func valueOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

@@ -135,7 +135,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b.deliveryCtx, b.abort = context.WithCancel(context.Background())
 	b.stopConsuming = stop
 	for _, t := range b.triggers {
-		d := &dispatcher{t: t, client: b.client, publish: b.backend.publish, log: b.log.With("trigger", t.name)}
+		d := &dispatcher{t: t, client: b.client, publish: b.backend.publish, log: b.log.With("trigger", t.name), closing: consumeCtx.Done()}
 		b.wg.Go(func() {
 			b.backend.consume(consumeCtx, t, func(e event.Event) outcome { return d.deliver(b.deliveryCtx, e) })
 		})
@@ -192,9 +192,10 @@ func (b *Broker) Publish(ctx context.Context, e event.Event) error {
 	return nil
 }
 
-// Close stops the dispatchers: no new deliveries start; deliveries in flight
-// may finish until ctx is done, then they are cancelled and their events left
-// unacknowledged (RabbitMQ redelivers them; in memory they are lost).
+// Close stops the dispatchers: no new deliveries start and no retry is made;
+// attempts in flight may finish until ctx is done, then they are cancelled.
+// Events not delivered are left unacknowledged (RabbitMQ redelivers them; in
+// memory they are lost).
 func (b *Broker) Close(ctx context.Context) error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)

@@ -1,0 +1,121 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// fileDoc is a GridFS files document of the mp3s bucket.
+type fileDoc struct {
+	ID         bson.ObjectID `bson:"_id"`
+	Length     int64         `bson:"length"`
+	UploadDate time.Time     `bson:"uploadDate"`
+	Filename   string        `bson:"filename"`
+	Metadata   struct {
+		Username string `bson:"username"`
+	} `bson:"metadata"`
+}
+
+// download streams an MP3, honouring a single Range, If-Range and the validators.
+func (s *state) download(w http.ResponseWriter, r *http.Request, who identity) {
+	var doc fileDoc
+	fid, ok := s.findOwned(w, r, s.mp3s.Collection("fs.files"), r.URL.Query().Get("fid"), who, &doc)
+	if !ok {
+		return
+	}
+
+	size := doc.Length
+	// Strong: a GridFS file never changes, and its id, length and upload date identify it.
+	etag := fmt.Sprintf(`"%s-%x-%x"`, fid.Hex(), size, doc.UploadDate.UnixMilli())
+	modified := doc.UploadDate.UTC().Truncate(time.Second)
+	h := w.Header()
+	setValidators := func() {
+		h.Set("ETag", etag)
+		h.Set("Last-Modified", modified.Format(http.TimeFormat))
+		h.Set("Accept-Ranges", "bytes")
+	}
+
+	switch checkPreconditions(r, etag, modified) {
+	case http.StatusPreconditionFailed:
+		writeError(w, http.StatusPreconditionFailed, "precondition failed")
+		return
+	case http.StatusNotModified:
+		setValidators()
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+
+	status, start, length := http.StatusOK, int64(0), size
+	if spec := r.Header.Get("Range"); spec != "" && ifRangeHolds(r.Header.Get("If-Range"), etag, modified) {
+		rs, rl, res := parseRange(spec, size)
+		switch res {
+		case rangeUnsatisfiable:
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			writeError(w, http.StatusRequestedRangeNotSatisfiable, "range not satisfiable")
+			return
+		case rangeOK:
+			status, start, length = http.StatusPartialContent, rs, rl
+		}
+	}
+
+	name := doc.Filename
+	if name == "" {
+		name = fid.Hex() + ".mp3"
+	}
+	disposition := mime.FormatMediaType("attachment", map[string]string{"filename": name})
+	if disposition == "" {
+		disposition = mime.FormatMediaType("attachment", map[string]string{"filename": fid.Hex() + ".mp3"})
+	}
+
+	var body io.Reader
+	if r.Method != http.MethodHead && length > 0 {
+		// Open before answering, so that a failure is still a clean 503. The stream lives as long as
+		// the response: a client that hangs up cancels it.
+		sctx, scancel := context.WithTimeout(r.Context(), s.timeout)
+		defer scancel()
+		ds, err := s.mp3s.GridFSBucket().OpenDownloadStream(sctx, fid)
+		if errors.Is(err, mongo.ErrFileNotFound) {
+			writeError(w, http.StatusNotFound, msgNotFound)
+			return
+		}
+		if err != nil {
+			s.storageError(w, "open mp3", err)
+			return
+		}
+		defer ds.Close()
+		if start > 0 {
+			// No Seek in GridFS: Skip reads (and discards) whole chunks up to start.
+			if n, err := ds.Skip(start); err != nil || n != start {
+				s.storageError(w, "skip in mp3", fmt.Errorf("skipped %d of %d bytes: %v", n, start, err))
+				return
+			}
+		}
+		body = ds
+	}
+
+	setValidators()
+	if status == http.StatusPartialContent {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+	}
+	h.Set("Content-Type", mp3MediaType)
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	h.Set("Content-Disposition", disposition)
+	w.WriteHeader(status)
+	if body == nil {
+		return
+	}
+	if n, err := io.CopyN(w, body, length); err != nil {
+		if r.Context().Err() == nil {
+			s.log.Warn("download cut short", "mp3_fid", fid.Hex(), "sent", n, "of", length, "err", err)
+		}
+	}
+}

@@ -1,0 +1,122 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+const (
+	chunkSize      = 128 * 1024       // FerretDB needs chunks below the 255 KiB default for big files
+	storageTimeout = 30 * time.Second // one job insert or one cleanup
+	msgStorage     = "storage unavailable, try again"
+)
+
+// store streams src into GridFS, inserts the job and publishes the event. On any failure it
+// removes whatever it wrote.
+func (s *state) store(ctx context.Context, username string, src *source) (bson.ObjectID, *httpError) {
+	fid := bson.NewObjectID()
+	bucket := s.videos.GridFSBucket() // per request: a bucket is not safe for concurrent uploads
+	// The stream outlives a client that hangs up, so that Abort can still delete its chunks.
+	streamCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	up, err := bucket.OpenUploadStreamWithID(streamCtx, fid, src.name,
+		options.GridFSUpload().SetChunkSizeBytes(chunkSize).SetMetadata(bson.D{
+			{Key: "username", Value: username},
+			{Key: "filename", Value: src.name},
+			{Key: "content_type", Value: src.contentType},
+		}))
+	if err != nil {
+		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+	}
+
+	n, err := io.Copy(up, io.MultiReader(bytes.NewReader(src.head), src.body))
+	if err == nil && src.finish != nil {
+		if err = src.finish(); err != nil {
+			src.body.err = err
+		}
+	}
+	if err != nil {
+		if aerr := up.Abort(); aerr != nil {
+			s.cleanup(ctx, fid, false) // Abort could not delete its chunks: try once more
+		}
+		switch {
+		case errors.Is(err, errSecondFile):
+			return fid, &httpError{status: http.StatusBadRequest, msg: "send exactly one file part"}
+		case src.body.err != nil:
+			return fid, bodyError(src.body.err)
+		default:
+			return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+		}
+	}
+	if err := up.Close(); err != nil {
+		s.cleanup(ctx, fid, false)
+		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+	}
+	src.size = n
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	jctx, jcancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+	defer jcancel()
+	_, err = s.videos.Collection("jobs").InsertOne(jctx, bson.D{
+		{Key: "_id", Value: fid},
+		{Key: "username", Value: username},
+		{Key: "filename", Value: src.name},
+		{Key: "content_type", Value: src.contentType},
+		{Key: "size", Value: n},
+		{Key: "state", Value: JobUploaded},
+		{Key: "reason", Value: ""},
+		{Key: "mp3_fid", Value: ""},
+		{Key: "attempts", Value: int32(0)},
+		{Key: "created_at", Value: now},
+		{Key: "updated_at", Value: now},
+	})
+	if err != nil {
+		s.cleanup(ctx, fid, true)
+		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+	}
+
+	if err := s.publish(ctx, fid, username, src); err != nil {
+		s.cleanup(ctx, fid, true)
+		return fid, &httpError{status: http.StatusServiceUnavailable, msg: "event broker unavailable, try again", cause: err}
+	}
+	return fid, nil
+}
+
+// cleanup deletes what a failed upload left: its chunks, its files document, its job.
+func (s *state) cleanup(ctx context.Context, fid bson.ObjectID, job bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+	defer cancel()
+	var errs []error
+	if job {
+		_, err := s.videos.Collection("jobs").DeleteOne(ctx, bson.D{{Key: "_id", Value: fid}})
+		errs = append(errs, err)
+	}
+	_, err := s.videos.Collection("fs.files").DeleteOne(ctx, bson.D{{Key: "_id", Value: fid}})
+	errs = append(errs, err)
+	_, err = s.videos.Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: fid}})
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("cleanup failed: orphaned upload", "video_fid", fid.Hex(), "err", err)
+	}
+}
+
+// bodyError maps a failure to read the request body: too large, or the client's fault.
+func bodyError(err error) *httpError {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("upload larger than %d bytes", tooBig.Limit), cause: err}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &httpError{status: http.StatusRequestTimeout, msg: "the upload took longer than the server allows (UPLOAD_TIMEOUT)", cause: err}
+	}
+	return &httpError{status: http.StatusBadRequest, msg: "could not read the upload (malformed or interrupted body)", cause: err}
+}
