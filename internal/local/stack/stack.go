@@ -128,6 +128,9 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	if err := ensureSigningKey(cfg.DataDir, env); err != nil {
 		return nil, err
 	}
+	if err := ensureLinkSecret(cfg.DataDir, env); err != nil {
+		return nil, err
+	}
 	if err := s.bootstrapAdmin(ctx, cfg, env); err != nil {
 		return nil, err
 	}
