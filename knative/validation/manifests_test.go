@@ -676,6 +676,7 @@ func TestSecretExamplesHoldEveryKey(t *testing.T) {
 		"mp3converter-mongodb": {"MONGODB_URI", "MONGO_INITDB_ROOT_PASSWORD", "MONGO_INITDB_ROOT_USERNAME"},
 		"mp3converter-jwt":     {"JWT_PRIVATE_KEY", "JWT_PUBLIC_KEY"},
 		"mp3converter-smtp":    {"SMTP_URL"},
+		"mp3converter-links":   {"LINK_SECRET", "LINK_SECRET_PREVIOUS"},
 	}
 	for name, keys := range want {
 		got, err := m.SecretKeys(name)
