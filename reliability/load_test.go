@@ -140,7 +140,7 @@ var loadPeak int
 // Fix: functions/upload/function.go: bound the uploads stored at once (a
 // semaphore sized from the memory limit, e.g. UPLOAD_CONCURRENCY) and answer
 // 503 with Retry-After before reading the body when it is full; and
-// knative/upload.yaml: a hard containerConcurrency to match.
+// functions/upload/func.yaml: a hard containerConcurrency (limits.concurrency) to match.
 func TestKnownBugUploadMemoryGrowsWithConcurrency(t *testing.T) {
 	knownBug(t, "functions/upload: memory grows with concurrent uploads")
 	if loadPeak == 0 {
