@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"mp3converter/internal/stacktest"
 )
 
 // Known bugs in code this suite does not own: each test states the promise
@@ -37,14 +39,14 @@ func TestKnownBugEmbeddedMySQLLosesConcurrentWrites(t *testing.T) {
 		t.Skip("MYSQL_DSN is set: the embedded MySQL is not in use")
 	}
 	s := sharedSystem(t)
-	prefix := "many-" + randomHex(3) + "-"
+	prefix := "many-" + stacktest.RandomHex(3) + "-"
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	created := 0
 	for i := range 40 {
 		wg.Go(func() {
-			body := fmt.Sprintf(`{"email":"%s%d@example.com","password":%q}`, prefix, i, userPassword)
-			if a := s.do("POST", "/users", s.adminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status == http.StatusCreated {
+			body := fmt.Sprintf(`{"email":"%s%d@example.com","password":%q}`, prefix, i, stacktest.UserPassword)
+			if a := s.do("POST", "/users", s.AdminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status == http.StatusCreated {
 				mu.Lock()
 				created++
 				mu.Unlock()
@@ -55,7 +57,7 @@ func TestKnownBugEmbeddedMySQLLosesConcurrentWrites(t *testing.T) {
 	var users struct {
 		Users []struct{ Email string }
 	}
-	json.Unmarshal(s.do("GET", "/users", s.adminToken, nil).body, &users)
+	json.Unmarshal(s.do("GET", "/users", s.AdminToken, nil).body, &users)
 	stored := 0
 	for _, u := range users.Users {
 		if strings.HasPrefix(u.Email, prefix) {

@@ -269,13 +269,31 @@ func (e *env) assertTempEmpty() {
 	}
 }
 
+// job reads the job of a video and checks it against the job contract.
 func (e *env) job(fid string) bson.M {
 	e.t.Helper()
+	var raw bson.Raw
+	if err := e.videos().Collection("jobs").FindOne(context.Background(), bson.D{{Key: "_id", Value: oid(e.t, fid)}}).Decode(&raw); err != nil {
+		e.t.Fatal(err)
+	}
+	validateJob(e.t, raw)
 	var j bson.M
-	if err := e.videos().Collection("jobs").FindOne(context.Background(), bson.D{{Key: "_id", Value: oid(e.t, fid)}}).Decode(&j); err != nil {
+	if err := bson.Unmarshal(raw, &j); err != nil {
 		e.t.Fatal(err)
 	}
 	return j
+}
+
+// validateJob checks a jobs document against ../../events/job/schema.json, the job contract.
+func validateJob(t *testing.T, doc bson.Raw) {
+	t.Helper()
+	data, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schemaCheck(t, "job/schema.json", data); err != nil {
+		t.Errorf("job %s does not match events/job/schema.json: %v", data, err)
+	}
 }
 
 func (e *env) count(db *mongo.Database, coll string, filter bson.D) int64 {
@@ -1039,8 +1057,8 @@ func TestStartAndReadiness(t *testing.T) {
 	if ok, err := g.Ready(context.Background()); !ok || err != nil {
 		t.Errorf("Ready = %v, %v", ok, err)
 	}
-	if g.timeout != 10*time.Minute || g.maxDuration != 4*time.Hour || g.quality != 2 || g.keepVideos {
-		t.Errorf("defaults: %v %v %v %v", g.timeout, g.maxDuration, g.quality, g.keepVideos)
+	if s := g.lc.load(); s.timeout != 10*time.Minute || s.maxDuration != 4*time.Hour || s.quality != 2 || s.keepVideos {
+		t.Errorf("defaults: %v %v %v %v", s.timeout, s.maxDuration, s.quality, s.keepVideos)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -36,7 +35,8 @@ func (s *state) view(j *job) *job {
 	j.VideoFID = j.ID.Hex()
 	j.CreatedAt, j.UpdatedAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC()
 	if j.State == JobDone && j.MP3FID != "" {
-		j.DownloadURL = s.publicURL + "/download?fid=" + url.QueryEscape(j.MP3FID)
+		// Signed for the owner: a plain link, which a browser downloads with no token.
+		j.DownloadURL = s.publicURL + "/download?" + s.links.query(j.MP3FID, j.Username, time.Now().Add(s.linkTTL))
 	}
 	return j
 }

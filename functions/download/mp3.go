@@ -25,14 +25,49 @@ type fileDoc struct {
 	} `bson:"metadata"`
 }
 
-// download streams an MP3, honouring a single Range, If-Range and the validators.
+// download answers GET /download?fid= with the caller's token: the MP3, if it is theirs.
 func (s *state) download(w http.ResponseWriter, r *http.Request, who identity) {
 	var doc fileDoc
 	fid, ok := s.findOwned(w, r, s.mp3s.Collection("fs.files"), r.URL.Query().Get("fid"), who, &doc)
 	if !ok {
 		return
 	}
+	s.serveMP3(w, r, fid, &doc)
+}
 
+// msgBadLink is the whole answer to a link that is tampered, expired, or for
+// a file that is not its owner's or does not exist: it tells nothing more.
+const msgBadLink = "this download link is not valid: it may have expired; ask for a new one from your files"
+
+// downloadSigned answers GET /download?fid=&exp=&sig=: the MP3, if the link
+// was signed for its owner and has not expired. Anything else is 403, the
+// same for a file that does not exist.
+func (s *state) downloadSigned(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	fid, err := bson.ObjectIDFromHex(q.Get("fid"))
+	if err != nil {
+		writeError(w, http.StatusForbidden, msgBadLink)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+	defer cancel()
+	var doc fileDoc
+	err = s.mp3s.Collection("fs.files").FindOne(ctx, bson.D{{Key: "_id", Value: fid}}).Decode(&doc)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		writeError(w, http.StatusForbidden, msgBadLink)
+	case err != nil:
+		s.storageError(w, "find in mp3s.fs.files", err)
+	case !s.links.valid(fid.Hex(), doc.owner(), q.Get("exp"), q.Get("sig"), time.Now()):
+		s.log.Info("download link refused", "mp3_fid", fid.Hex()) // never the signature
+		writeError(w, http.StatusForbidden, msgBadLink)
+	default:
+		s.serveMP3(w, r, fid, &doc)
+	}
+}
+
+// serveMP3 streams the MP3 of doc, honouring a single Range, If-Range and the validators.
+func (s *state) serveMP3(w http.ResponseWriter, r *http.Request, fid bson.ObjectID, doc *fileDoc) {
 	size := doc.Length
 	// Strong: a GridFS file never changes, and its id, length and upload date identify it.
 	etag := fmt.Sprintf(`"%s-%x-%x"`, fid.Hex(), size, doc.UploadDate.UnixMilli())

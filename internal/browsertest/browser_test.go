@@ -2,8 +2,6 @@ package browsertest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,25 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
-	"mp3converter/internal/client"
-	"mp3converter/internal/local/stack"
+	"mp3converter/internal/stacktest"
 )
 
 const (
-	adminEmail    = "admin@example.com"
-	adminPassword = "admin-password-1"
-	userPassword  = "user-password-1"
-	testBound     = 2 * time.Minute // each test's whole run, browser included
+	adminEmail    = stacktest.AdminEmail
+	adminPassword = stacktest.AdminPassword
+	testBound     = 2 * time.Minute // the browser's whole run
 )
 
 // TestWebApp runs the app's stories in one stack, each in a browser tab of its own (a tab
 // is a session: the token lives in sessionStorage).
 func TestWebApp(t *testing.T) {
 	chromium := findChromium(t)
-	s := startStack(t)
+	s := stacktest.Start(t, stacktest.Options{})
 	browser := startBrowser(t, chromium)
 	shots := os.Getenv("MP3C_SCREENSHOTS")
 
@@ -68,9 +65,17 @@ func TestWebApp(t *testing.T) {
 		}
 		throttle(t, tab, -1)
 		run(t, tab, waitFor(`document.querySelector("#uploads li").dataset.state === "done"`))
+		// The Download button is a plain (signed) link: the browser downloads the MP3 itself.
 		href := attr(t, tab, "#uploads li a.download", "href")
-		if !strings.Contains(href, "/download?fid=") {
-			t.Errorf("Download link %q", href)
+		if !strings.Contains(href, "/download?") || !strings.Contains(href, "sig=") {
+			t.Errorf("Download link %q, want a signed /download link", href)
+		}
+		mp3 := download(t, tab, "#uploads li a.download")
+		if filepath.Base(mp3) != "holiday clip.mp3" {
+			t.Errorf("downloaded as %q, want the video's name with .mp3", filepath.Base(mp3))
+		}
+		if codec, seconds := stacktest.Probe(t, mp3); codec != "mp3" || seconds < 5.5 || seconds > 6.5 {
+			t.Errorf("downloaded %s of %.2f s, want mp3 of about 6 s", codec, seconds)
 		}
 		run(t, tab, waitFor(`[...document.querySelectorAll("#files li .name")].some(e => e.textContent === "holiday clip.mp4")`))
 		if shots != "" {
@@ -93,11 +98,11 @@ func TestWebApp(t *testing.T) {
 		}
 	})
 
-	userEmail := "user-" + randomHex(3) + "@example.com"
-	addUser(t, s.URL, userEmail)
+	userEmail := "user-" + stacktest.RandomHex(3) + "@example.com"
+	s.AddUser(t, userEmail)
 	t.Run("another user's session does not list the first user's files", func(t *testing.T) {
 		tab := newTab(t, browser)
-		signIn(t, tab, s.URL, userEmail, userPassword)
+		signIn(t, tab, s.URL, userEmail, stacktest.UserPassword)
 		run(t, tab, chromedp.WaitVisible(chromedp.CSS("#files-empty")))
 		if n := evalInt(t, tab, `document.querySelectorAll("#files li").length`); n != 0 {
 			t.Errorf("%d files listed for a new user", n)
@@ -115,7 +120,7 @@ func TestWebApp(t *testing.T) {
 	t.Run("an admin lists, adds, resets and deletes users", func(t *testing.T) {
 		tab := newTab(t, browser)
 		signIn(t, tab, s.URL, adminEmail, adminPassword)
-		added := "added-" + randomHex(3) + "@example.com"
+		added := "added-" + stacktest.RandomHex(3) + "@example.com"
 		row := `#users li[data-email="` + added + `"]`
 		run(t, tab,
 			chromedp.Click(chromedp.CSS("#tab-users")),
@@ -128,14 +133,14 @@ func TestWebApp(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS(row+" form input"), "second-password-2"),
 			chromedp.Click(chromedp.CSS(row+" form button")),
 			waitFor(`document.querySelector("#user-message").textContent === "The password of `+added+` was changed."`))
-		if _, err := (&client.Client{Server: s.URL}).Login(context.Background(), added, "second-password-2"); err != nil {
+		if _, err := s.Client("").Login(context.Background(), added, "second-password-2"); err != nil {
 			t.Errorf("the reset password does not sign in: %v", err)
 		}
 		run(t, tab,
 			chromedp.Click(chromedp.CSS(row+" button.danger")),
 			chromedp.Click(chromedp.CSS(row+" button.danger")), // "Really delete?"
 			chromedp.WaitNotPresent(chromedp.CSS(row)))
-		if _, err := (&client.Client{Server: s.URL}).Login(context.Background(), added, "second-password-2"); err == nil {
+		if _, err := s.Client("").Login(context.Background(), added, "second-password-2"); err == nil {
 			t.Error("a deleted user still signs in")
 		}
 	})
@@ -153,46 +158,6 @@ func TestWebApp(t *testing.T) {
 	})
 }
 
-// ---- the stack ----
-
-func startStack(t *testing.T) *stack.Stack {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testBound)
-	defer cancel()
-	s, err := stack.Start(ctx, stack.Config{
-		Addr:    "127.0.0.1:0",
-		DataDir: t.TempDir(),
-		Env: map[string]string{
-			"PATH":                os.Getenv("PATH"),
-			"TMPDIR":              t.TempDir(),
-			"MP3C_ADMIN_EMAIL":    adminEmail,
-			"MP3C_ADMIN_PASSWORD": adminPassword,
-			"BCRYPT_COST":         "4",
-		},
-		BrokerPrefix: "browser" + randomHex(4),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func addUser(t *testing.T, url, email string) {
-	t.Helper()
-	ctx := context.Background()
-	tok, err := (&client.Client{Server: url}).Login(ctx, adminEmail, adminPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&client.Client{Server: url, Token: tok.AccessToken}).AddUser(ctx, email, userPassword, false); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // makeVideo generates a 6-second clip with a 440 Hz tone (about 1 MB: an upload slowed to
 // 64 KiB/s shows its progress).
 func makeVideo(t *testing.T, name string) string {
@@ -206,12 +171,6 @@ func makeVideo(t *testing.T, name string) string {
 		t.Fatalf("ffmpeg: %v\n%s", err, out)
 	}
 	return path
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // ---- the browser ----
@@ -330,6 +289,45 @@ func visible(t *testing.T, tab context.Context, sel string) bool {
 func evalInt(t *testing.T, tab context.Context, expression string) int {
 	t.Helper()
 	return result(t, tab, chromedp.Evaluate[int](expression))
+}
+
+// download clicks the link sel and returns the path of the file the browser saved.
+func download(t *testing.T, tab context.Context, sel string) string {
+	t.Helper()
+	dir := t.TempDir()
+	completed := make(chan string, 1)
+	err := chromedp.ListenBrowser(tab, func(ev any) {
+		if e, ok := ev.(*browser.EventDownloadProgress); ok && e.State == browser.DownloadProgressStateCompleted {
+			select {
+			case completed <- e.FilePath:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := true
+	if _, err := chromedp.CallBrowser(tab, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir, EventsEnabled: &events,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tab, chromedp.Click(chromedp.CSS(sel)))
+	select {
+	case path := <-completed:
+		if path == "" {
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 1 {
+				t.Fatalf("download folder holds %d files", len(entries))
+			}
+			path = filepath.Join(dir, entries[0].Name())
+		}
+		return path
+	case <-tab.Done():
+		t.Fatal("the download did not complete before the test's bound")
+	}
+	return ""
 }
 
 func screenshot(t *testing.T, tab context.Context, path string) {

@@ -288,7 +288,7 @@ func (m *Manifests) configMapKeysUsed() *apis.FieldError {
 }
 
 // validateURL checks that VALIDATE_URL names the validate Service's
-// cluster-local address.
+// cluster-local address and that validate is cluster-local.
 func (m *Manifests) validateURL() *apis.FieldError {
 	o := m.Find("v1", "ConfigMap", "mp3converter-config")
 	if o == nil {
@@ -300,7 +300,10 @@ func (m *Manifests) validateURL() *apis.FieldError {
 	if err != nil || u.Scheme != "http" || u.Host != want || u.Path != "/validate" {
 		return o.Via(apis.ErrInvalidValue(raw, "data.VALIDATE_URL", "must be http://"+want+"/validate"))
 	}
-	return nil // validate is cluster-local: CheckVisibility
+	if v := m.ServiceByName("validate"); v != nil && v.Labels["networking.knative.dev/visibility"] != "cluster-local" {
+		return m.ObjectOf(v).Via(apis.ErrGeneric("validate must be cluster-local (label networking.knative.dev/visibility: cluster-local): tokens are checked inside the cluster only", "metadata.labels"))
+	}
+	return nil
 }
 
 // statefulSetService checks that a StatefulSet's serviceName is a headless

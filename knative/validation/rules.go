@@ -41,7 +41,6 @@ var Rules = []Rule{
 		}
 		return CheckReferences(m, types)
 	}},
-	{"visibility", func(m *Manifests, _ Repo) *apis.FieldError { return CheckVisibility(m) }},
 	{"timeouts", func(m *Manifests, _ Repo) *apis.FieldError { return CheckTimeouts(m) }},
 	{"kustomization", func(m *Manifests, _ Repo) *apis.FieldError { return CheckKustomization(m) }},
 	{"func-yaml", func(m *Manifests, r Repo) *apis.FieldError { return CheckFunctions(m, r.Functions) }},
