@@ -22,6 +22,15 @@ type proxy struct {
 	rp       *httputil.ReverseProxy
 }
 
+// upstreamTransport carries every proxied request: straight to the functions (never through an
+// HTTP_PROXY of the environment), with enough idle connections kept for busy moments.
+var upstreamTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.MaxIdleConnsPerHost = 64
+	return t
+}()
+
 func newProxy(function string, target *url.URL, timeout time.Duration, log *slog.Logger) *proxy {
 	p := &proxy{function: function, timeout: timeout, log: log}
 	p.rp = &httputil.ReverseProxy{
@@ -38,6 +47,7 @@ func newProxy(function string, target *url.URL, timeout time.Duration, log *slog
 				}
 			}
 		},
+		Transport:     upstreamTransport,
 		FlushInterval: -1, // downloads reach the client as they come
 		ModifyResponse: func(resp *http.Response) error {
 			passEarlyRefusal(resp)
