@@ -2,7 +2,8 @@
 # Each installs what it lacks (ffmpeg) and builds the rest with Go.
 
 GO        ?= go
-FUNCTIONS := convert download login notify upload validate
+# Every folder of functions/ is a function module.
+FUNCTIONS := $(notdir $(wildcard functions/*))
 # Every package of the workspace: the root module and the six function modules.
 PACKAGES  := mp3converter/...
 
