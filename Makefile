@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-# Each installs what it lacks (ffmpeg, MariaDB's server) and builds the rest with Go.
+# Each installs what it lacks (ffmpeg, MariaDB's server; chromium for the browser tests) and builds the rest with Go.
 
 GO        ?= go
 # Every folder of functions/ is a function module.
