@@ -201,7 +201,7 @@ func TestNotifySettlesItsClaimThroughAShortOutage(t *testing.T) {
 	}
 	fn := notify.New()
 	if err := fn.Start(ctx, map[string]string{"MONGODB_URI": u.String(), "MONGODB_DB_PREFIX": prefix,
-		"SMTP_URL": "smtp://" + ln.Addr().String(), "SMTP_TIMEOUT": "5s"}); err != nil {
+		"SMTP_URL": "smtp://" + ln.Addr().String(), "SMTP_TIMEOUT": "5s", "LINK_SECRET": "a link secret of at least 32 bytes, for tests"}); err != nil {
 		t.Fatal(err)
 	}
 	defer fn.Stop(ctx)
