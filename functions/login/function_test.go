@@ -292,12 +292,12 @@ func TestTokenContract(t *testing.T) {
 			var raw map[string]any
 			payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(m["access_token"].(string), ".")[1])
 			json.Unmarshal(payload, &raw)
-			for _, name := range []string{"username", "admin", "iat", "exp", "nbf", "sub", "iss", "aud", "jti"} {
+			for _, name := range []string{"username", "admin", "cv", "iat", "exp", "nbf", "sub", "iss", "aud", "jti"} {
 				if _, ok := raw[name]; !ok {
 					t.Errorf("claim %s missing from %s", name, payload)
 				}
 			}
-			if len(raw) != 9 {
+			if len(raw) != 10 {
 				t.Errorf("payload %s has extra claims", payload)
 			}
 			if aud, ok := raw["aud"].([]any); !ok || len(aud) != 1 || aud[0] != "aud-test" {
@@ -511,10 +511,13 @@ func TestLoginRateLimit(t *testing.T) {
 
 func TestLimiter(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
-	l := newLimiter(5, 20, 15*time.Minute)
+	l := newLimiter(15 * time.Minute)
 	l.now = clock.Now
+	ctx := context.Background()
+	account := bucket{key: "user:1", max: 5, clearedBySuccess: true}
+	ip := bucket{key: "ip:10.0.0.1", max: 20}
 
-	// Parallel guesses cannot get past the limit: each counts from the start.
+	// Parallel guesses cannot get past the limit: a check in flight holds its room.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	allowed := 0
@@ -522,45 +525,78 @@ func TestLimiter(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, ok := l.attempt("a@example.com", "10.0.0.1"); ok {
+			if wait, err := l.begin(ctx, account, ip); err == nil && wait == 0 {
 				mu.Lock()
 				allowed++
 				mu.Unlock()
+				l.end(failed, account, ip)
 			}
 		}()
 	}
 	wg.Wait()
 	if allowed != 5 {
-		t.Fatalf("%d parallel attempts allowed, want 5", allowed)
+		t.Fatalf("%d parallel guesses checked, want 5", allowed)
 	}
-	wait, ok := l.attempt("a@example.com", "10.0.0.1")
-	if ok || wait != 15*time.Minute {
-		t.Errorf("attempt: ok=%v wait=%v, want blocked for 15m", ok, wait)
+	if wait, _ := l.begin(ctx, account, ip); wait != 15*time.Minute {
+		t.Errorf("begin: wait=%v, want blocked for 15m", wait)
 	}
 	clock.Advance(10 * time.Minute)
-	if wait, _ := l.attempt("a@example.com", "10.0.0.1"); wait != 5*time.Minute {
+	if wait, _ := l.begin(ctx, account, ip); wait != 5*time.Minute {
 		t.Errorf("wait %v, want 5m", wait)
 	}
-	// release gives a slot back (a store outage is not the user's fault).
-	l.release("a@example.com", "10.0.0.1")
-	if _, ok := l.attempt("a@example.com", "10.0.0.1"); !ok {
-		t.Error("attempt after release blocked")
+
+	// Parallel right passwords: none is refused for the others in flight.
+	other := bucket{key: "user:2", max: 5, clearedBySuccess: true}
+	const parallel = 8
+	began := make(chan struct{}, parallel)
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if wait, err := l.begin(ctx, other); err != nil || wait != 0 {
+				t.Errorf("right password refused: wait %v, err %v", wait, err)
+				return
+			}
+			began <- struct{}{}
+			l.end(succeeded, other)
+		}()
 	}
+	wg.Wait()
+	if len(began) != parallel {
+		t.Errorf("%d of %d checked", len(began), parallel)
+	}
+
+	// A check waiting for room gives up when its request ends.
+	for range 5 {
+		l.begin(ctx, bucket{key: "user:3", max: 5})
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := l.begin(cancelled, bucket{key: "user:3", max: 5}); err == nil {
+		t.Error("begin on a full bucket of checks in flight returned without waiting")
+	}
+	// An undecided end (the store was down) gives the room back without counting.
+	l.end(undecided, bucket{key: "user:3", max: 5})
+	if wait, err := l.begin(ctx, bucket{key: "user:3", max: 5}); wait != 0 || err != nil {
+		t.Errorf("begin after an undecided end: %v %v", wait, err)
+	}
+
 	// Expired keys are swept.
 	clock.Advance(16 * time.Minute)
-	l.attempt("b@example.com", "10.0.0.2")
+	l.begin(ctx, bucket{key: "user:4", max: 5})
+	l.end(failed, bucket{key: "user:4", max: 5})
 	l.mu.Lock()
 	keys := len(l.failures)
 	l.mu.Unlock()
-	if keys != 2 {
-		t.Errorf("%d keys after sweep, want 2 (only b's)", keys)
+	if keys != 1 {
+		t.Errorf("%d keys after sweep, want 1 (only user:4's)", keys)
 	}
 	// Limits of 0 are off.
-	off := newLimiter(0, 0, time.Minute)
 	for range 100 {
-		if _, ok := off.attempt("c@example.com", "10.0.0.3"); !ok {
-			t.Fatal("disabled limiter blocked")
+		if wait, err := l.begin(ctx, bucket{key: "user:5"}); wait != 0 || err != nil {
+			t.Fatal("disabled limit blocked")
 		}
+		l.end(failed, bucket{key: "user:5"})
 	}
 }
 
@@ -691,14 +727,17 @@ func TestAdminAPI(t *testing.T) {
 				t.Errorf("demoted dave: %d", r.status)
 			}
 		}},
-		{"own password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1"}`, 204, func(t *testing.T, r response) {
-			if login(t, srv.URL, bobEmail, "new password 1").status != 200 || login(t, srv.URL, bobEmail, password).status != 401 {
-				t.Error("password not changed")
+		{"own password, weak", "PUT", "/users/bob@example.com/password", bob, `{"password":"short","current_password":"` + password + `"}`, 400, nil},
+		{"own password with the token alone", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1"}`, 403,
+			wantError("current_password is required to change your own password, and must be right")},
+		{"own password with a wrong current password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1","current_password":"wrong password"}`, 403, nil},
+		{"someone else's password as non-admin", "PUT", "/users/carol@example.com/password", bob, `{"password":"new password 2"}`, 403, nil},
+		{"someone else's password as admin, no current password asked", "PUT", "/users/carol@example.com/password", admin, `{"password":"new password 2"}`, 204, func(t *testing.T, r response) {
+			r = call(t, "GET", srv.URL+"/users", carol, "")
+			if r.status != 401 || r.json(t)["error"] != "token revoked: password or rights changed since" {
+				t.Errorf("carol's token after a reset: %d %s", r.status, r.body)
 			}
 		}},
-		{"own password, weak", "PUT", "/users/bob@example.com/password", bob, `{"password":"short"}`, 400, nil},
-		{"someone else's password as non-admin", "PUT", "/users/carol@example.com/password", bob, `{"password":"new password 2"}`, 403, nil},
-		{"someone else's password as admin", "PUT", "/users/carol@example.com/password", admin, `{"password":"new password 2"}`, 204, nil},
 		{"password of unknown user as admin", "PUT", "/users/nobody@example.com/password", admin, `{"password":"new password 3"}`, 404, nil},
 		{"password without token", "PUT", "/users/bob@example.com/password", "", `{"password":"new password 4"}`, 401, nil},
 		{"delete as non-admin", "DELETE", "/users/carol@example.com", bob, "", 403, nil},
@@ -715,6 +754,34 @@ func TestAdminAPI(t *testing.T) {
 			}
 			if strings.Join(emails, " ") != "admin@example.com bob@example.com dave@example.com" {
 				t.Errorf("users %v", emails)
+			}
+		}},
+		{"own password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1","current_password":"` + password + `"}`, 204, func(t *testing.T, r response) {
+			if login(t, srv.URL, bobEmail, "new password 1").status != 200 || login(t, srv.URL, bobEmail, password).status != 401 {
+				t.Error("password not changed")
+			}
+			if r := call(t, "GET", srv.URL+"/users", bob, ""); r.status != 401 {
+				t.Errorf("bob's token from before his change: %d %s", r.status, r.body)
+			}
+		}},
+		{"delete the last admin", "DELETE", "/users/admin@example.com", admin, "", 409, wantError(ErrLastAdmin.Error())},
+		{"demote the last admin", "PUT", "/users/admin@example.com/admin", admin, `{"admin":false}`, 409, wantError(ErrLastAdmin.Error())},
+		{"demote without a value", "PUT", "/users/admin@example.com/admin", admin, `{}`, 400, nil},
+		{"promote as non-admin", "", "", "", "", 0, func(t *testing.T, _ response) {
+			bob := login(t, srv.URL, bobEmail, "new password 1").json(t)["access_token"].(string)
+			if r := call(t, "PUT", srv.URL+"/users/bob@example.com/admin", bob, `{"admin":true}`); r.status != 403 {
+				t.Errorf("bob promoting himself: %d %s", r.status, r.body)
+			}
+		}},
+		{"promote dave", "PUT", "/users/dave@example.com/admin", admin, `{"admin":true}`, 204, nil},
+		{"promote unknown", "PUT", "/users/nobody@example.com/admin", admin, `{"admin":true}`, 404, nil},
+		{"demote the first admin now that there is another", "PUT", "/users/admin@example.com/admin", admin, `{"admin":false}`, 204, func(t *testing.T, r response) {
+			if r := call(t, "GET", srv.URL+"/users", admin, ""); r.status != 401 {
+				t.Errorf("demoted admin's token: %d %s", r.status, r.body)
+			}
+			dave := login(t, srv.URL, "dave@example.com", "long enough").json(t)["access_token"].(string)
+			if r := call(t, "DELETE", srv.URL+"/users/dave@example.com", dave, ""); r.status != 409 {
+				t.Errorf("dave deleting himself, the last admin: %d %s", r.status, r.body)
 			}
 		}},
 	}

@@ -15,7 +15,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// handleLogin checks Basic credentials and answers with a token.
+// handleLogin checks Basic credentials and answers with a token, and a device cookie
+// that keeps this client's standing while others guess at the account (device.go).
 func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 	email, password, ok := r.BasicAuth()
 	if !ok || email == "" {
@@ -23,45 +24,78 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	email = strings.ToLower(email)
-	ip := clientIP(r, s.proxyHops)
-	if wait, ok := s.limiter.attempt(email, ip); !ok {
-		s.log.Warn("login rate limited", "email", email, "ip", ip)
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
-		writeError(w, http.StatusTooManyRequests, "too many failed logins, try again later")
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
 	if err := s.ensureSchema(ctx); err != nil {
-		s.limiter.release(email, ip)
 		s.storeUnavailable(w, err)
 		return
 	}
 	creds, err := lookupCredentials(ctx, s.db, email)
 	if err != nil && !errors.Is(err, ErrUnknownUser) {
-		s.limiter.release(email, ip)
 		s.storeUnavailable(w, err)
 		return
 	}
+	buckets := s.buckets(r, email, creds)
+	if !s.beginCheck(ctx, w, buckets) {
+		return
+	}
 	if !s.passwordMatches(creds.hash, password) {
-		s.log.Info("login failed", "email", email, "ip", ip)
+		s.limiter.end(failed, buckets...)
+		s.log.Info("login failed", "email", email, "ip", clientIP(r, s.proxyHops))
 		s.unauthorizedBasic(w)
 		return
 	}
-	s.limiter.succeeded(email, ip)
-	token, err := s.issue(creds.id, email, creds.admin)
+	s.limiter.end(succeeded, buckets...)
+	token, err := s.issue(creds)
 	if err != nil {
 		s.log.Error("signing token", "err", err)
 		writeError(w, http.StatusInternalServerError, "could not issue a token")
 		return
 	}
-	s.log.Info("login", "email", email, "admin", creds.admin)
+	s.log.Info("login", "email", creds.email, "id", creds.id, "admin", creds.admin)
+	http.SetCookie(w, s.deviceCookieFor(creds))
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
 		"token_type":   "Bearer",
 		"expires_in":   int64(s.ttl / time.Second),
 	})
+}
+
+// buckets are the limits a password check for this user (creds.id 0: no such user,
+// email as given) counts against: a trusted device's own bucket, or else the account's
+// bucket, which all other clients share, and the client address's.
+func (s *state) buckets(r *http.Request, email string, creds credentials) []bucket {
+	if creds.id == 0 {
+		return []bucket{
+			{key: "email:" + email, max: s.maxPerAccount},
+			{key: "ip:" + clientIP(r, s.proxyHops), max: s.maxPerIP},
+		}
+	}
+	if d, ok := s.trustedDevice(r, creds); ok {
+		return []bucket{{key: "device:" + d.nonce, max: s.maxPerAccount, clearedBySuccess: true}}
+	}
+	return []bucket{
+		{key: "user:" + strconv.FormatInt(creds.id, 10), max: s.maxPerAccount, clearedBySuccess: true},
+		{key: "ip:" + clientIP(r, s.proxyHops), max: s.maxPerIP},
+	}
+}
+
+// beginCheck asks the limiter for a password check, or answers 429 (or 503 when the
+// request's time ran out waiting for checks in flight).
+func (s *state) beginCheck(ctx context.Context, w http.ResponseWriter, buckets []bucket) bool {
+	wait, err := s.limiter.begin(ctx, buckets...)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "busy, try again")
+		return false
+	}
+	if wait > 0 {
+		s.log.Warn("login rate limited", "bucket", buckets[0].key)
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(w, http.StatusTooManyRequests, "too many failed logins, try again later")
+		return false
+	}
+	return true
 }
 
 // passwordMatches does one bcrypt comparison whether or not the user exists
@@ -79,16 +113,17 @@ func (s *state) passwordMatches(hash []byte, password string) bool {
 	return err == nil && exists && !tooLong
 }
 
-// issue signs a token for the user.
-func (s *state) issue(id int64, email string, admin bool) (string, error) {
+// issue signs a token for the user: sub its id, username the address as stored.
+func (s *state) issue(c credentials) (string, error) {
 	jti := make([]byte, 16)
 	rand.Read(jti)
 	now := time.Now()
 	claims := tokenClaims{
-		Username: email,
-		Admin:    admin,
+		Username:          c.email,
+		Admin:             c.admin,
+		CredentialVersion: c.version,
 		RegisteredClaims: jwt.RegisteredClaims{
-			Subject:   strconv.FormatInt(id, 10),
+			Subject:   strconv.FormatInt(c.id, 10),
 			Issuer:    s.issuer,
 			Audience:  jwt.ClaimStrings{s.audience},
 			IssuedAt:  jwt.NewNumericDate(now),
