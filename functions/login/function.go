@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,7 +52,8 @@ var Settings = []Setting{
 	{Name: "LOGIN_MAX_FAILURES", Kind: KindInt, Default: "5", Min: "0", Max: "1048576", Meaning: "failed logins per account per window before 429, counted apart for each device that logged in before (device cookie) and for all other clients together (0 turns it off)"},
 	{Name: "LOGIN_MAX_IP_FAILURES", Kind: KindInt, Default: "20", Min: "0", Max: "1048576", Meaning: "failed logins per client per window before 429 (0 turns it off)"},
 	{Name: "LOGIN_FAILURE_WINDOW", Kind: KindDuration, Default: "15m", Min: "1s", Meaning: "how long failed logins count"},
-	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For: the per-client limit counts the entry that many from the right"},
+	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For, the TCP peer's being the first: the per-client limit counts the entry that many from the right (0: the TCP peer)"},
+	{Name: "TRUSTED_PROXIES", Kind: KindText, Meaning: "comma-separated CIDRs of further proxies (a cluster's pod network: ingress, activator): X-Forwarded-For entries inside them are skipped leftwards to find the client"},
 }
 
 // Function is the login function. Its zero value is not usable: call New, then Start.
@@ -79,10 +81,11 @@ type state struct {
 	cost      int
 	dummyHash []byte // compared against when the email is unknown, so both cases cost the same
 
-	limiter       *limiter
-	maxPerAccount int // LOGIN_MAX_FAILURES: per account (all untrusted clients together) and per device
-	maxPerIP      int // LOGIN_MAX_IP_FAILURES
-	proxyHops     int // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	limiter        *limiter
+	maxPerAccount  int            // LOGIN_MAX_FAILURES: per account (all untrusted clients together) and per device
+	maxPerIP       int            // LOGIN_MAX_IP_FAILURES
+	proxyHops      int            // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	trustedProxies []netip.Prefix // networks of further proxies, skipped in X-Forwarded-For (TRUSTED_PROXIES)
 }
 
 // New returns a Function that serves 503 until Start has run.
@@ -176,6 +179,9 @@ func (f *Function) configure(cfg map[string]string) (*state, error) {
 		maxPerAccount: int(set.int("LOGIN_MAX_FAILURES")),
 		maxPerIP:      int(set.int("LOGIN_MAX_IP_FAILURES")),
 		proxyHops:     int(set.int("TRUSTED_PROXY_HOPS")),
+	}
+	if s.trustedProxies, err = parsePrefixes(set.text("TRUSTED_PROXIES")); err != nil {
+		return nil, fmt.Errorf("login: %w", err)
 	}
 	if f.clock != nil {
 		s.limiter.now = f.clock

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -829,21 +830,207 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		}
 		return r
 	}
+	pods, err := parsePrefixes("10.244.0.0/16, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
-		name string
-		r    *http.Request
-		hops int
-		want string
+		name    string
+		r       *http.Request
+		hops    int
+		trusted []netip.Prefix
+		want    string
 	}{
-		{"no proxy trusted: the peer", req("10.0.0.9:5555", "6.6.6.6"), 0, "10.0.0.9"},
-		{"one proxy: its entry", req("127.0.0.1:5555", "203.0.113.7"), 1, "203.0.113.7"},
-		{"one proxy: a spoofed entry on the left is ignored", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7"), 1, "203.0.113.7"},
-		{"two proxies across two headers", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7", "10.1.1.1"), 2, "203.0.113.7"},
-		{"fewer entries than proxies: the peer", req("127.0.0.1:5555"), 1, "127.0.0.1"},
+		{"no proxy trusted: the peer", req("10.0.0.9:5555", "6.6.6.6"), 0, nil, "10.0.0.9"},
+		{"one proxy: its entry", req("127.0.0.1:5555", "203.0.113.7"), 1, nil, "203.0.113.7"},
+		{"one proxy: a spoofed entry on the left is ignored", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7"), 1, nil, "203.0.113.7"},
+		{"two proxies across two headers", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7", "10.1.1.1"), 2, nil, "203.0.113.7"},
+		{"fewer entries than proxies: the peer", req("127.0.0.1:5555"), 1, nil, "127.0.0.1"},
+		{"queue-proxy, ingress", req("127.0.0.1:5555", "203.0.113.7, 10.244.1.5"), 1, pods, "203.0.113.7"},
+		{"queue-proxy, activator, ingress", req("127.0.0.1:5555", "203.0.113.7, 10.244.1.5, 10.244.2.9"), 1, pods, "203.0.113.7"},
+		{"queue-proxy, activator, ingress, spoofed entry", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7, 10.244.1.5, 10.244.2.9"), 1, pods, "203.0.113.7"},
+		{"IPv6 pods", req("[::1]:5555", "2001:db8::7, fd00::1:5"), 1, pods, "2001:db8::7"},
+		{"only pods: the leftmost", req("127.0.0.1:5555", "10.244.3.3, 10.244.1.5"), 1, pods, "10.244.3.3"},
 	}
 	for _, c := range cases {
-		if got := clientIP(c.r, c.hops); got != c.want {
+		if got := clientIP(c.r, c.hops, c.trusted); got != c.want {
 			t.Errorf("%s: clientIP = %q, want %q", c.name, got, c.want)
 		}
+	}
+	if _, err := parsePrefixes("10.0.0.0/8,not-a-cidr"); err == nil {
+		t.Error("a bad CIDR is accepted")
+	}
+}
+
+// manifestConfig reads the values knative/config.yaml gives the cluster's functions
+// (flat "  KEY: value" lines of its data).
+func manifestConfig(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "knative", "config.yaml"))
+	if err != nil {
+		t.Fatalf("the manifests' values: %v", err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "  ") || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok {
+			out[k] = strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return out
+}
+
+// TestLoginLimitsWithTheManifestsValues: on Knative every request reaches login from
+// queue-proxy on 127.0.0.1 (as from this test's client), with the ingress's, and at
+// times the activator's, additions to X-Forwarded-For. With knative/config.yaml's own
+// values one client's failures must not lock out another client on the same pod.
+func TestLoginLimitsWithTheManifestsValues(t *testing.T) {
+	manifest := manifestConfig(t)
+	cfg := baseConfig(testDSN(t))
+	for _, k := range []string{"LOGIN_MAX_FAILURES", "LOGIN_MAX_IP_FAILURES", "LOGIN_FAILURE_WINDOW", "TRUSTED_PROXY_HOPS", "TRUSTED_PROXIES"} {
+		cfg[k] = manifest[k]
+	}
+	f, srv := startFunction(t, cfg)
+	addUser(t, f, bobEmail, false)
+	maxIP, _ := strconv.Atoi(cfg["LOGIN_MAX_IP_FAILURES"])
+	if maxIP == 0 {
+		t.Fatal("LOGIN_MAX_IP_FAILURES is off in the manifests")
+	}
+	viaIngress := func(email, pw string, forwarded string) response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+		req.SetBasicAuth(email, pw)
+		req.Header.Set("X-Forwarded-For", forwarded)
+		return do(t, req)
+	}
+	const attacker, ingressPod, activatorPod = "203.0.113.66", "10.244.1.5", "10.244.2.9"
+	for i := range maxIP {
+		if r := viaIngress("ghost"+strconv.Itoa(i)+"@example.com", "wrong password", attacker+", "+ingressPod); r.status != 401 {
+			t.Fatalf("guess %d: %d", i, r.status)
+		}
+	}
+	if r := viaIngress("ghost@example.com", "wrong password", "198.51.100.1, "+attacker+", "+ingressPod+", "+activatorPod); r.status != 429 {
+		t.Errorf("the attacker through the activator, with a forged entry: %d, want 429", r.status)
+	}
+	if r := viaIngress(bobEmail, password, "198.51.100.7, "+ingressPod); r.status != 200 {
+		t.Errorf("another client on the same pod: %d %s", r.status, r.body)
+	}
+	if r := viaIngress(bobEmail, password, "198.51.100.7, "+ingressPod+", "+activatorPod); r.status != 200 {
+		t.Errorf("another client through the activator: %d %s", r.status, r.body)
+	}
+}
+
+// TestParallelRightPasswordsAreNeverRefused: checks still in flight used to count as
+// failures, so right passwords in parallel got 429s. Four real failures leave room for one
+// check at a time; eight right passwords at once must all get in (each waits its turn).
+func TestParallelRightPasswordsAreNeverRefused(t *testing.T) {
+	f, srv := startFunction(t, baseConfig(testDSN(t)))
+	// A costlier hash keeps each check in flight long enough for the others to arrive,
+	// and eight of them one after the other well within the request's 5 s (under -race too).
+	if _, err := AddUser(context.Background(), f.lc.load().db, bobEmail, password, false, 7); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if r := login(t, srv.URL, bobEmail, "wrong password"); r.status != 401 {
+			t.Fatalf("guess: %d", r.status)
+		}
+	}
+	const parallel = 8
+	statuses := make(chan int, parallel)
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- login(t, srv.URL, bobEmail, password).status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 200 {
+			t.Errorf("a right password got %d", s)
+		}
+	}
+}
+
+// TestOwnerKeepsStandingUnderAttack: guessers used to lock an account for everyone,
+// its owner included. A client that logged in before shows its device cookie and is
+// counted apart; clients without one share the account's bucket, so guesses per account
+// stay bounded; a cookie is the owner's only, genuine and for the current password.
+func TestOwnerKeepsStandingUnderAttack(t *testing.T) {
+	cfg := baseConfig(testDSN(t))
+	cfg["LOGIN_MAX_IP_FAILURES"] = "0" // the attacker is everywhere; this is about the account
+	f, srv := startFunction(t, cfg)
+	addUser(t, f, bobEmail, false)
+	addUser(t, f, carolEmail, false)
+	cookieOf := func(r response) string {
+		for _, c := range (&http.Response{Header: r.header}).Cookies() {
+			if c.Name == deviceCookie {
+				if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.MaxAge <= 0 {
+					t.Errorf("device cookie attributes %+v", c)
+				}
+				return c.Value
+			}
+		}
+		t.Fatalf("no device cookie in %v", r.header)
+		return ""
+	}
+	withCookie := func(email, pw, cookie string) response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+		req.SetBasicAuth(email, pw)
+		req.AddCookie(&http.Cookie{Name: deviceCookie, Value: cookie})
+		return do(t, req)
+	}
+	bobDevice := cookieOf(login(t, srv.URL, bobEmail, password))
+	carolDevice := cookieOf(login(t, srv.URL, carolEmail, password))
+
+	for range 5 {
+		if r := login(t, srv.URL, bobEmail, "wrong password"); r.status != 401 {
+			t.Fatalf("guess: %d", r.status)
+		}
+	}
+	steps := []struct {
+		name   string
+		cookie string
+		pw     string
+		status int
+	}{
+		{"guesser without a cookie: locked", "", "wrong password", 429},
+		{"right password without a cookie: locked too (bounded for all new clients)", "", password, 429},
+		{"owner's device: in", bobDevice, password, 200},
+		{"another user's device cookie: no standing", carolDevice, password, 429},
+		{"forged device cookie: no standing", strings.Replace(bobDevice, ".", ".9", 1), password, 429},
+		{"garbage cookie: no standing", "garbage", password, 429},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			r := withCookie(bobEmail, s.pw, s.cookie)
+			if s.cookie == "" {
+				r = login(t, srv.URL, bobEmail, s.pw)
+			}
+			if r.status != s.status {
+				t.Errorf("status %d, want %d: %s", r.status, s.status, r.body)
+			}
+		})
+	}
+	// A device's own guesses are bounded too.
+	for range 5 {
+		withCookie(bobEmail, "wrong password", bobDevice)
+	}
+	if r := withCookie(bobEmail, password, bobDevice); r.status != 429 {
+		t.Errorf("device after its own 5 failures: %d", r.status)
+	}
+	// A password change (here: an admin's reset) retires every device's standing.
+	if err := SetPassword(context.Background(), f.lc.load().db, carolEmail, "carols new password", bcrypt.MinCost); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		login(t, srv.URL, carolEmail, "wrong password")
+	}
+	if r := withCookie(carolEmail, "carols new password", carolDevice); r.status != 429 {
+		t.Errorf("device cookie from before a reset: %d", r.status)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +43,7 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.passwordMatches(creds.hash, password) {
 		s.limiter.end(failed, buckets...)
-		s.log.Info("login failed", "email", email, "ip", clientIP(r, s.proxyHops))
+		s.log.Info("login failed", "email", email, "ip", clientIP(r, s.proxyHops, s.trustedProxies))
 		s.unauthorizedBasic(w)
 		return
 	}
@@ -69,7 +71,7 @@ func (s *state) buckets(r *http.Request, email string, creds credentials) []buck
 	if creds.id == 0 {
 		return []bucket{
 			{key: "email:" + email, max: s.maxPerAccount},
-			{key: "ip:" + clientIP(r, s.proxyHops), max: s.maxPerIP},
+			{key: "ip:" + clientIP(r, s.proxyHops, s.trustedProxies), max: s.maxPerIP},
 		}
 	}
 	if d, ok := s.trustedDevice(r, creds); ok {
@@ -77,7 +79,7 @@ func (s *state) buckets(r *http.Request, email string, creds credentials) []buck
 	}
 	return []bucket{
 		{key: "user:" + strconv.FormatInt(creds.id, 10), max: s.maxPerAccount, clearedBySuccess: true},
-		{key: "ip:" + clientIP(r, s.proxyHops), max: s.maxPerIP},
+		{key: "ip:" + clientIP(r, s.proxyHops, s.trustedProxies), max: s.maxPerIP},
 	}
 }
 
@@ -144,25 +146,62 @@ func (s *state) unauthorizedBasic(w http.ResponseWriter) {
 	writeError(w, http.StatusUnauthorized, "invalid email or password")
 }
 
-// clientIP is the address the per-client limit counts. Behind proxies that
-// each append their peer's address to X-Forwarded-For, the client is the
-// entry `hops` from the right; entries further left are the client's own
-// claims and are never trusted.
-func clientIP(r *http.Request, hops int) string {
-	if hops > 0 {
-		var forwarded []string
-		for _, h := range r.Header.Values("X-Forwarded-For") {
-			for _, a := range strings.Split(h, ",") {
-				forwarded = append(forwarded, strings.TrimSpace(a))
-			}
-		}
-		if len(forwarded) >= hops && forwarded[len(forwarded)-hops] != "" {
-			return forwarded[len(forwarded)-hops]
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientIP is the address the per-client limit counts. Behind proxies that each append
+// their peer's address to X-Forwarded-For, the client is the entry `hops` from the right
+// (the TCP peer counting as the first hop, so hops 1 is the last entry); from there,
+// entries inside the trusted proxy networks (the cluster's pods: ingress, activator) are
+// skipped leftwards, since how many of them append depends on the path a request took.
+// Entries left of the first untrusted one are the client's own claims, never trusted.
+func clientIP(r *http.Request, hops int, trusted []netip.Prefix) string {
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		peer = r.RemoteAddr
 	}
-	return host
+	if hops <= 0 {
+		return peer
+	}
+	var forwarded []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		for _, a := range strings.Split(h, ",") {
+			forwarded = append(forwarded, strings.TrimSpace(a))
+		}
+	}
+	i := len(forwarded) - hops
+	if i < 0 || forwarded[i] == "" {
+		return peer
+	}
+	for i > 0 && inPrefixes(forwarded[i], trusted) {
+		i--
+	}
+	return forwarded[i]
+}
+
+func inPrefixes(addr string, prefixes []netip.Prefix) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs (TRUSTED_PROXIES).
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
