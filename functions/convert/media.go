@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os/exec"
 	"path/filepath"
@@ -88,10 +89,11 @@ func isPictureFormat(name string) bool {
 
 // runFFmpeg extracts the first audio stream of in into the MP3 out: copied when it is
 // already MP3, encoded with LAME otherwise. Other errors than *ffmpegError are transient.
-func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool) error {
+// ffmpeg's progress lines go to progress.
+func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool, progress io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", in, "-map", "0:a:0", "-vn"}
+	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y", "-i", in, "-map", "0:a:0", "-vn"}
 	if copyAudio {
 		args = append(args, "-c:a", "copy")
 	} else {
@@ -104,6 +106,7 @@ func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool) e
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, s.ffmpeg, args...)
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
+	cmd.Stdout = progress
 	err := cmd.Run()
 	if err == nil {
 		return nil
