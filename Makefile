@@ -6,11 +6,14 @@ FUNCTIONS := convert download login notify upload validate
 # Every package of the workspace: the root module and the six function modules.
 PACKAGES  := mp3converter/...
 
-.PHONY: run test build vet function-builds knative-check ffmpeg clean bench reliability
+.PHONY: run test build vet function-builds knative-check ffmpeg mariadb clean bench reliability
 
 ## run: the whole system on this machine (gateway on 127.0.0.1:8080)
-run: ffmpeg
-	$(GO) run ./cmd/mp3converter up
+# The binary runs in make's place (exec), not under `go run`: Ctrl-C then
+# reaches it alone, and a clean stop exits 0 (go run reports exit status 1
+# when it is interrupted, whatever the program returns).
+run: ffmpeg mariadb build
+	exec ./bin/mp3converter up
 
 ## test: vet, every test with the race detector, and each function built alone
 test: ffmpeg vet
@@ -28,10 +31,11 @@ function-builds:
 		(cd functions/$$f && GOWORK=off $(GO) build ./... && GOWORK=off $(GO) vet ./...) || exit 1; \
 	done
 
-## knative-check: the manifests in knative/ against the cluster's rules, the func.yaml files and func's host build
+## knative-check: the manifests in knative/ against the cluster's rules (the one Knative model in
+## knative/model and the checks in knative/validation), the func.yaml files and func's host build
 ## (part of make test too)
 knative-check:
-	$(GO) test -race -count=1 ./knative/validation/...
+	$(GO) test -race -count=1 ./knative/...
 
 ## bench: measure the system against baselines run side by side on this
 ## machine (bare ffmpeg, plain GridFS, bcrypt, ...); writes bench/results.md.
@@ -61,6 +65,21 @@ ffmpeg:
 			echo "installing ffmpeg with brew"; brew install ffmpeg; \
 		else \
 			echo "ffmpeg is missing: install it with your package manager (e.g. 'sudo dnf install ffmpeg'), then run make again" >&2; exit 1; \
+		fi; }
+
+# MariaDB's server keeps the local stack's users in the data dir. Without it
+# `up` still runs, on an in-memory stand-in that forgets users at exit.
+mariadb:
+	@command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ] || { \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing mariadb-server with apt-get (the local stack keeps its users in it)"; \
+			SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mariadb-server >/dev/null \
+				|| echo "mariadb-server could not be installed: users will last only as long as the stack runs" >&2; \
+		elif command -v brew >/dev/null 2>&1; then \
+			echo "installing mariadb with brew"; brew install mariadb || true; \
+		else \
+			echo "MariaDB is not installed: users will last only as long as the stack runs (install mariadb-server to keep them)" >&2; \
 		fi; }
 
 clean:

@@ -26,10 +26,10 @@ func TestWithoutConvertTrigger(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the changed manifests do not load: %v", err)
 	}
-	if len(m.Triggers) != len(orig.Triggers) {
-		t.Fatalf("%d Triggers, want %d", len(m.Triggers), len(orig.Triggers))
+	if len(m.Triggers()) != len(orig.Triggers()) {
+		t.Fatalf("%d Triggers, want %d", len(m.Triggers()), len(orig.Triggers()))
 	}
-	for _, tr := range m.Triggers {
+	for _, tr := range m.Triggers() {
 		if tr.Spec.Filter != nil && tr.Spec.Filter.Attributes["type"] == typeUploaded && tr.Spec.Subscriber.Ref != nil && tr.Spec.Subscriber.Ref.Name == "convert" {
 			t.Fatalf("Trigger %s still routes %s to convert", tr.Name, typeUploaded)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -47,11 +48,20 @@ func runUp(ctx context.Context, args []string) error {
 		fmt.Println("stopping...")
 	case err = <-s.Failed():
 	}
-	if cerr := s.Close(); err == nil {
-		err = cerr
+	// Close bounds each of its waits; this bounds the whole, so a function
+	// that ignores its context cannot keep the process alive.
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case cerr := <-closed:
+		return errors.Join(err, cerr)
+	case <-time.After(shutdownBound):
+		return errors.Join(err, fmt.Errorf("the stack did not stop within %s; exiting anyway", shutdownBound))
 	}
-	return err
 }
+
+// shutdownBound is the longest `up` waits for the stack to stop.
+const shutdownBound = time.Minute
 
 // runFunction hosts one function alone, as `func run` or its container
 // would: LISTEN_ADDRESS (default 127.0.0.1:8080), config from the environment.

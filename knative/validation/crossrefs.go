@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -59,43 +61,43 @@ func CheckReferences(m *Manifests, eventTypes []string) *apis.FieldError {
 	var errs *apis.FieldError
 	for _, o := range m.Objects {
 		if o.Namespace != "" && o.Namespace != Namespace && o.Kind != "Namespace" {
-			errs = errs.Also(via(o, apis.ErrInvalidValue(o.Namespace, "metadata.namespace", "must be "+Namespace)))
+			errs = errs.Also(o.Via(apis.ErrInvalidValue(o.Namespace, "metadata.namespace", "must be "+Namespace)))
 		}
 		switch t := o.Typed.(type) {
-		case *Trigger:
-			errs = errs.Also(via(o, m.triggerRefs(t, eventTypes)))
-		case *Broker:
+		case *model.Trigger:
+			errs = errs.Also(o.Via(m.triggerRefs(t, eventTypes)))
+		case *model.Broker:
 			if c := t.Spec.Config; c != nil && m.Find(c.APIVersion, c.Kind, c.Name) == nil {
-				errs = errs.Also(via(o, notFound(c.APIVersion, c.Kind, c.Name, "spec.config")))
+				errs = errs.Also(o.Via(notFound(c.APIVersion, c.Kind, c.Name, "spec.config")))
 			}
 			if d := t.Spec.Delivery; d != nil && d.DeadLetterSink != nil {
-				errs = errs.Also(via(o, m.destinationRef(*d.DeadLetterSink, "spec.delivery.deadLetterSink")))
+				errs = errs.Also(o.Via(m.destinationRef(*d.DeadLetterSink, "spec.delivery.deadLetterSink")))
 			}
-		case *RabbitmqBrokerConfig:
+		case *model.RabbitmqBrokerConfig:
 			if r := t.Spec.RabbitmqClusterReference; r != nil && r.Name != "" {
 				if m.Find("rabbitmq.com/v1beta1", "RabbitmqCluster", r.Name) == nil {
-					errs = errs.Also(via(o, notFound("rabbitmq.com/v1beta1", "RabbitmqCluster", r.Name, "spec.rabbitmqClusterReference.name")))
+					errs = errs.Also(o.Via(notFound("rabbitmq.com/v1beta1", "RabbitmqCluster", r.Name, "spec.rabbitmqClusterReference.name")))
 				}
 				if r.Namespace != "" && r.Namespace != Namespace {
-					errs = errs.Also(via(o, apis.ErrInvalidValue(r.Namespace, "spec.rabbitmqClusterReference.namespace", "the RabbitmqCluster lives in "+Namespace)))
+					errs = errs.Also(o.Via(apis.ErrInvalidValue(r.Namespace, "spec.rabbitmqClusterReference.namespace", "the RabbitmqCluster lives in "+Namespace)))
 				}
 			}
-		case *SinkBinding:
+		case *model.SinkBinding:
 			s := t.Spec.Subject
 			if s.Name != "" && m.Find(s.APIVersion, s.Kind, s.Name) == nil {
-				errs = errs.Also(via(o, notFound(s.APIVersion, s.Kind, s.Name, "spec.subject")))
+				errs = errs.Also(o.Via(notFound(s.APIVersion, s.Kind, s.Name, "spec.subject")))
 			}
-			errs = errs.Also(via(o, m.destinationRef(t.Spec.Sink, "spec.sink")))
+			errs = errs.Also(o.Via(m.destinationRef(t.Spec.Sink, "spec.sink")))
 		case *servingv1.Service:
-			errs = errs.Also(via(o, m.podRefs(&t.Spec.Template.Spec.PodSpec, "spec.template.spec")))
+			errs = errs.Also(o.Via(m.podRefs(&t.Spec.Template.Spec.PodSpec, "spec.template.spec")))
 		case *appsv1.StatefulSet:
-			errs = errs.Also(via(o, m.podRefs(&t.Spec.Template.Spec, "spec.template.spec")))
-			errs = errs.Also(via(o, m.statefulSetService(t)))
+			errs = errs.Also(o.Via(m.podRefs(&t.Spec.Template.Spec, "spec.template.spec")))
+			errs = errs.Also(o.Via(m.statefulSetService(t)))
 		}
 	}
 
 	covered := map[string]bool{}
-	for _, t := range Of[*Trigger](m) {
+	for _, t := range model.Of[*model.Trigger](&m.Manifests) {
 		if t.Spec.Filter != nil {
 			covered[t.Spec.Filter.Attributes["type"]] = true
 		}
@@ -110,7 +112,7 @@ func CheckReferences(m *Manifests, eventTypes []string) *apis.FieldError {
 	return errs
 }
 
-func (m *Manifests) triggerRefs(t *Trigger, eventTypes []string) *apis.FieldError {
+func (m *Manifests) triggerRefs(t *model.Trigger, eventTypes []string) *apis.FieldError {
 	var errs *apis.FieldError
 	if t.Spec.Broker != "" && m.Find("eventing.knative.dev/v1", "Broker", t.Spec.Broker) == nil {
 		errs = errs.Also(notFound("eventing.knative.dev/v1", "Broker", t.Spec.Broker, "spec.broker"))
@@ -278,7 +280,7 @@ func (m *Manifests) configMapKeysUsed() *apis.FieldError {
 		}
 		for _, k := range sortedKeys(cm.Data) {
 			if !used[cm.Name+"/"+k] {
-				errs = errs.Also(via(o, apis.ErrGeneric("no container reads this key", "data."+k)))
+				errs = errs.Also(o.Via(apis.ErrGeneric("no container reads this key", "data."+k)))
 			}
 		}
 	}
@@ -296,10 +298,10 @@ func (m *Manifests) validateURL() *apis.FieldError {
 	u, err := url.Parse(raw)
 	want := "validate." + Namespace + ".svc.cluster.local"
 	if err != nil || u.Scheme != "http" || u.Host != want || u.Path != "/validate" {
-		return via(o, apis.ErrInvalidValue(raw, "data.VALIDATE_URL", "must be http://"+want+"/validate"))
+		return o.Via(apis.ErrInvalidValue(raw, "data.VALIDATE_URL", "must be http://"+want+"/validate"))
 	}
 	if v := m.ServiceByName("validate"); v != nil && v.Labels["networking.knative.dev/visibility"] != "cluster-local" {
-		return via(m.objectOf(v), apis.ErrGeneric("validate must be cluster-local (label networking.knative.dev/visibility: cluster-local): tokens are checked inside the cluster only", "metadata.labels"))
+		return m.ObjectOf(v).Via(apis.ErrGeneric("validate must be cluster-local (label networking.knative.dev/visibility: cluster-local): tokens are checked inside the cluster only", "metadata.labels"))
 	}
 	return nil
 }

@@ -1,243 +1,73 @@
 package validation
 
 import (
-	"context"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"knative.dev/pkg/apis"
-	duckv1 "knative.dev/pkg/apis/duck/v1"
+
+	"mp3converter/knative/model"
 )
-
-// Webhook rules of Knative Eventing and eventing-rabbitmq that the CRD
-// schemas do not express (the schemas have almost no required fields and no
-// enums for these kinds; the admission webhooks enforce them).
-
-const (
-	BrokerClassAnnotation = "eventing.knative.dev/broker.class"
-	RabbitMQBrokerClass   = "RabbitMQBroker"
-	ParallelismAnnotation = "rabbitmq.eventing.knative.dev/parallelism"
-	brokerConfigAPI       = "eventing.knative.dev/v1alpha1"
-	brokerConfigKind      = "RabbitmqBrokerConfig"
-)
-
-// filterAttributeName is eventing's rule for CloudEvents attribute names in
-// Trigger filters (trigger_validation.go: lowercase letters and digits).
-var filterAttributeName = regexp.MustCompile(`^[a-z0-9]+$`)
-
-// isoDuration matches the ISO-8601 durations eventing accepts for
-// delivery timeouts and backoff delays, restricted to units with a fixed
-// length (weeks, days, hours, minutes, seconds).
-var isoDuration = regexp.MustCompile(`^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?$`)
-
-// ParseISODuration parses an ISO-8601 duration such as PT10M or P1DT2H.
-// Years and months are refused: their length is not fixed, and a delivery
-// timeout in months is a mistake.
-func ParseISODuration(s string) (time.Duration, error) {
-	m := isoDuration.FindStringSubmatch(s)
-	if m == nil || s == "P" || strings.HasSuffix(s, "T") {
-		return 0, fmt.Errorf("%q is not an ISO-8601 duration like PT30S, PT10M or P1D", s)
-	}
-	var d time.Duration
-	for i, unit := range []time.Duration{7 * 24 * time.Hour, 24 * time.Hour, time.Hour, time.Minute} {
-		if m[i+1] != "" {
-			n, err := strconv.ParseInt(m[i+1], 10, 32)
-			if err != nil {
-				return 0, fmt.Errorf("%q: %w", s, err)
-			}
-			d += time.Duration(n) * unit
-		}
-	}
-	if m[5] != "" {
-		f, err := strconv.ParseFloat(strings.ReplaceAll(m[5], ",", "."), 64)
-		if err != nil {
-			return 0, fmt.Errorf("%q: %w", s, err)
-		}
-		d += time.Duration(f * float64(time.Second))
-	}
-	return d, nil
-}
-
-// validateDelivery mirrors eventing's DeliverySpec.Validate (duck/v1):
-// dead-letter sink a valid Destination, retry >= 0, timeout and backoffDelay
-// ISO-8601 and not negative, backoffPolicy linear or exponential.
-func validateDelivery(ctx context.Context, d *DeliverySpec) *apis.FieldError {
-	if d == nil {
-		return nil
-	}
-	var errs *apis.FieldError
-	if d.DeadLetterSink != nil {
-		errs = errs.Also(d.DeadLetterSink.Validate(ctx).ViaField("deadLetterSink"))
-	}
-	if d.Retry != nil && *d.Retry < 0 {
-		errs = errs.Also(apis.ErrInvalidValue(*d.Retry, "retry", "must not be negative"))
-	}
-	for _, f := range []struct {
-		name string
-		v    *string
-	}{{"timeout", d.Timeout}, {"backoffDelay", d.BackoffDelay}, {"retryAfterMax", d.RetryAfterMax}} {
-		if f.v == nil {
-			continue
-		}
-		if dur, err := ParseISODuration(*f.v); err != nil {
-			errs = errs.Also(apis.ErrInvalidValue(*f.v, f.name, err.Error()))
-		} else if f.name == "timeout" && dur <= 0 {
-			errs = errs.Also(apis.ErrInvalidValue(*f.v, f.name, "must be positive"))
-		}
-	}
-	if d.BackoffPolicy != nil && *d.BackoffPolicy != "linear" && *d.BackoffPolicy != "exponential" {
-		errs = errs.Also(apis.ErrInvalidValue(*d.BackoffPolicy, "backoffPolicy", "must be linear or exponential"))
-	}
-	if d.BackoffDelay != nil && d.BackoffPolicy == nil {
-		errs = errs.Also(apis.ErrGeneric("backoffDelay without backoffPolicy: say linear or exponential", "backoffPolicy"))
-	}
-	if d.Format != nil && *d.Format != "json" && *d.Format != "binary" {
-		errs = errs.Also(apis.ErrInvalidValue(*d.Format, "format", "must be json or binary"))
-	}
-	return errs
-}
 
 // CheckEventingWebhooks applies the admission rules of eventing and
-// eventing-rabbitmq to Brokers, Triggers, SinkBindings, RabbitmqBrokerConfigs
-// and RabbitmqClusters.
+// eventing-rabbitmq (model.Manifests.CheckWebhooks, the rules the local
+// broker loads with too) and this project's rules for its Broker, Triggers
+// and RabbitmqCluster: the Broker is a RabbitMQBroker, a backoffDelay comes
+// with its backoffPolicy, the cluster persists its queues and sets
+// consumer_timeout.
 func CheckEventingWebhooks(m *Manifests) *apis.FieldError {
-	var errs *apis.FieldError
+	errs := m.CheckWebhooks()
 	for _, o := range m.Objects {
-		ctx := apis.WithinCreate(context.Background())
 		switch t := o.Typed.(type) {
-		case *Broker:
-			ctx = apis.WithinParent(ctx, t.ObjectMeta)
-			errs = errs.Also(via(o, validateBroker(ctx, t)))
-		case *Trigger:
-			ctx = apis.WithinParent(ctx, t.ObjectMeta)
-			errs = errs.Also(via(o, validateTrigger(ctx, t)))
-		case *SinkBinding:
-			ctx = apis.WithinParent(ctx, t.ObjectMeta)
-			errs = errs.Also(via(o, validateSinkBinding(ctx, t)))
-		case *RabbitmqBrokerConfig:
-			errs = errs.Also(via(o, validateBrokerConfig(t)))
-		case *RabbitmqCluster:
-			errs = errs.Also(via(o, validateRabbitmqCluster(t)))
-		}
-	}
-	return errs
-}
-
-func validateBroker(ctx context.Context, b *Broker) *apis.FieldError {
-	var errs *apis.FieldError
-	if c := b.Annotations[BrokerClassAnnotation]; c != RabbitMQBrokerClass {
-		errs = errs.Also(apis.ErrInvalidValue(c, "metadata.annotations."+BrokerClassAnnotation,
-			"must be "+RabbitMQBrokerClass+": the Triggers, consumer_timeout and RabbitmqBrokerConfig are for eventing-rabbitmq's broker"))
-	}
-	if c := b.Spec.Config; c == nil {
-		errs = errs.Also(apis.ErrMissingField("spec.config"))
-	} else {
-		errs = errs.Also(c.Validate(ctx).ViaField("spec.config"))
-		if c.Kind != brokerConfigKind || c.APIVersion != brokerConfigAPI {
-			errs = errs.Also(apis.ErrInvalidValue(c.APIVersion+"/"+c.Kind, "spec.config",
-				"a RabbitMQBroker's config must be a "+brokerConfigAPI+" "+brokerConfigKind))
-		}
-	}
-	return errs.Also(validateDelivery(ctx, b.Spec.Delivery).ViaField("spec.delivery"))
-}
-
-func validateTrigger(ctx context.Context, t *Trigger) *apis.FieldError {
-	var errs *apis.FieldError
-	if t.Spec.Broker == "" && t.Spec.BrokerRef == nil {
-		errs = errs.Also(apis.ErrMissingField("spec.broker"))
-	}
-	if t.Spec.BrokerRef != nil {
-		errs = errs.Also(&apis.FieldError{Message: "must not be set", Paths: []string{"spec.brokerRef"},
-			Details: "use spec.broker: brokerRef belongs to the experimental cross-namespace-event-links feature, off by default"})
-	}
-	if t.Spec.Filter != nil {
-		for _, k := range sortedKeys(t.Spec.Filter.Attributes) {
-			if !filterAttributeName.MatchString(k) {
-				errs = errs.Also(apis.ErrInvalidKeyName(k, "spec.filter.attributes", "attribute names are lowercase letters and digits"))
+		case *model.Broker:
+			if c := t.Annotations[model.BrokerClassAnnotation]; c != model.RabbitMQBrokerClass {
+				errs = errs.Also(o.Via(apis.ErrInvalidValue(c, "metadata.annotations."+model.BrokerClassAnnotation,
+					"must be "+model.RabbitMQBrokerClass+": the Triggers, consumer_timeout and RabbitmqBrokerConfig are for eventing-rabbitmq's broker")))
 			}
-		}
-	}
-	if len(t.Spec.Filters) > 0 {
-		errs = errs.Also(&apis.FieldError{
-			Message: "must not be set: the RabbitMQ broker ignores spec.filters and would deliver every event",
-			Paths:   []string{"spec.filters"},
-			Details: "use spec.filter.attributes (exact match)",
-		})
-	}
-	errs = errs.Also(duckv1.ValidateDestination(ctx, t.Spec.Subscriber).ViaField("spec.subscriber"))
-	errs = errs.Also(validateDelivery(ctx, t.Spec.Delivery).ViaField("spec.delivery"))
-	if v, ok := t.Annotations[ParallelismAnnotation]; ok {
-		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 1000 {
-			errs = errs.Also(apis.ErrInvalidValue(v, "metadata.annotations."+ParallelismAnnotation, "must be an integer from 1 to 1000"))
+			errs = errs.Also(o.Via(backoffPolicySaid(t.Spec.Delivery)))
+		case *model.Trigger:
+			errs = errs.Also(o.Via(backoffPolicySaid(t.Spec.Delivery)))
+		case *model.RabbitmqCluster:
+			errs = errs.Also(o.Via(validateRabbitmqCluster(t)))
 		}
 	}
 	return errs
 }
 
-func validateSinkBinding(ctx context.Context, s *SinkBinding) *apis.FieldError {
-	var errs *apis.FieldError
-	sub := s.Spec.Subject
-	if sub.APIVersion == "" {
-		errs = errs.Also(apis.ErrMissingField("spec.subject.apiVersion"))
+// backoffPolicySaid: eventing accepts a backoffDelay without a policy, but
+// what the dispatcher then does differs between implementations (the local
+// broker backs off exponentially); knative/ says which it means.
+func backoffPolicySaid(d *model.DeliverySpec) *apis.FieldError {
+	if d != nil && d.BackoffDelay != nil && d.BackoffPolicy == nil {
+		return apis.ErrGeneric("backoffDelay without backoffPolicy: say linear or exponential", "spec.delivery.backoffPolicy")
 	}
-	if sub.Kind == "" {
-		errs = errs.Also(apis.ErrMissingField("spec.subject.kind"))
-	}
-	switch {
-	case sub.Name == "" && sub.Selector == nil:
-		errs = errs.Also(apis.ErrMissingOneOf("spec.subject.name", "spec.subject.selector"))
-	case sub.Name != "" && sub.Selector != nil:
-		errs = errs.Also(apis.ErrMultipleOneOf("spec.subject.name", "spec.subject.selector"))
-	}
-	if sub.Namespace != "" && sub.Namespace != s.Namespace {
-		errs = errs.Also(apis.ErrInvalidValue(sub.Namespace, "spec.subject.namespace", "must be the SinkBinding's namespace"))
-	}
-	return errs.Also(duckv1.ValidateDestination(ctx, s.Spec.Sink).ViaField("spec.sink"))
+	return nil
 }
 
-func validateBrokerConfig(c *RabbitmqBrokerConfig) *apis.FieldError {
-	ref := c.Spec.RabbitmqClusterReference
-	if ref == nil {
-		return apis.ErrMissingField("spec.rabbitmqClusterReference")
-	}
-	var errs *apis.FieldError
-	switch {
-	case ref.Name == "" && ref.ConnectionSecret == nil:
-		errs = errs.Also(apis.ErrMissingOneOf("spec.rabbitmqClusterReference.name", "spec.rabbitmqClusterReference.connectionSecret"))
-	case ref.Name != "" && ref.ConnectionSecret != nil:
-		errs = errs.Also(apis.ErrMultipleOneOf("spec.rabbitmqClusterReference.name", "spec.rabbitmqClusterReference.connectionSecret"))
-	}
-	if q := c.Spec.QueueType; q != "" && q != "quorum" && q != "classic" {
-		errs = errs.Also(apis.ErrInvalidValue(q, "spec.queueType", "must be quorum or classic"))
-	}
-	return errs
-}
-
-func validateRabbitmqCluster(c *RabbitmqCluster) *apis.FieldError {
+func validateRabbitmqCluster(c *model.RabbitmqCluster) *apis.FieldError {
 	var errs *apis.FieldError
 	if c.Spec.Persistence == nil || c.Spec.Persistence.Storage == nil || c.Spec.Persistence.Storage.IsZero() {
 		errs = errs.Also(apis.ErrMissingField("spec.persistence.storage"))
 	}
 	if _, err := ConsumerTimeout(c); err != nil {
-		errs = errs.Also(apis.ErrInvalidValue(c.Spec.rabbitmqConfig(), "spec.rabbitmq.additionalConfig", err.Error()))
+		errs = errs.Also(apis.ErrInvalidValue(rabbitmqConfig(c), "spec.rabbitmq.additionalConfig", err.Error()))
 	}
 	return errs
 }
 
-func (s RabbitmqClusterSpec) rabbitmqConfig() string {
-	if s.Rabbitmq == nil {
+func rabbitmqConfig(c *model.RabbitmqCluster) string {
+	if c.Spec.Rabbitmq == nil {
 		return ""
 	}
-	return s.Rabbitmq.AdditionalConfig
+	return c.Spec.Rabbitmq.AdditionalConfig
 }
 
 // ConsumerTimeout reads consumer_timeout (milliseconds) from the cluster's
 // additionalConfig (rabbitmq.conf syntax).
-func ConsumerTimeout(c *RabbitmqCluster) (time.Duration, error) {
-	for _, line := range strings.Split(c.Spec.rabbitmqConfig(), "\n") {
+func ConsumerTimeout(c *model.RabbitmqCluster) (time.Duration, error) {
+	for _, line := range strings.Split(rabbitmqConfig(c), "\n") {
 		k, v, ok := strings.Cut(line, "=")
 		if !ok || strings.TrimSpace(k) != "consumer_timeout" {
 			continue

@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -255,7 +257,7 @@ func compareVolumes(f *FuncYAML, pod *corev1.PodSpec, c *corev1.Container) *apis
 // injectedEnvs are the variables a SinkBinding of the folder injects into
 // the named Knative Service.
 func (m *Manifests) injectedEnvs(name string) []string {
-	for _, sb := range Of[*SinkBinding](m) {
+	for _, sb := range model.Of[*model.SinkBinding](&m.Manifests) {
 		s := sb.Spec.Subject
 		if s.Kind == "Service" && strings.HasPrefix(s.APIVersion, "serving.knative.dev/") && s.Name == name {
 			return []string{"K_SINK", "K_CE_OVERRIDES"}
@@ -267,7 +269,7 @@ func (m *Manifests) injectedEnvs(name string) []string {
 // receivesEvents tells whether a Knative Service is a Trigger's subscriber or
 // dead-letter sink.
 func (m *Manifests) receivesEvents(name string) bool {
-	for _, t := range Of[*Trigger](m) {
+	for _, t := range model.Of[*model.Trigger](&m.Manifests) {
 		if r := t.Spec.Subscriber.Ref; r != nil && r.Kind == "Service" && r.Name == name {
 			return true
 		}
@@ -402,9 +404,9 @@ func CheckFunctions(m *Manifests, functionsDir string) *apis.FieldError {
 		}
 		errs = errs.Also(CheckFuncYAML(m, f, name, shape).ViaField("func.yaml").ViaFieldKey("functions", name))
 	}
-	for _, svc := range Of[*servingv1.Service](m) {
+	for _, svc := range model.Of[*servingv1.Service](&m.Manifests) {
 		if !slices.Contains(names, svc.Name) {
-			errs = errs.Also(via(m.objectOf(svc), apis.ErrGeneric("no function functions/"+svc.Name, "metadata.name")))
+			errs = errs.Also(m.ObjectOf(svc).Via(apis.ErrGeneric("no function functions/"+svc.Name, "metadata.name")))
 		}
 	}
 	return errs

@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"os"
 	"path/filepath"
 	"regexp"
@@ -98,7 +100,7 @@ func funcEnv(t *testing.T, f *FuncYAML, name string) *FuncEnv {
 func TestFuncYAMLComparison(t *testing.T) {
 	// The inverse agrees with the comparison for every Service.
 	m := load(t)
-	for _, svc := range Of[*servingv1.Service](m) {
+	for _, svc := range model.Of[*servingv1.Service](&m.Manifests) {
 		if errs := CheckFuncYAML(m, funcYAMLFor(t, m, svc), svc.Name, nil); errs != nil {
 			t.Errorf("%s: the func.yaml func deploy would need is rejected:\n%v", svc.Name, errs)
 		}

@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,7 +102,7 @@ func CheckKustomization(m *Manifests) *apis.FieldError {
 		images[im.Name] = true
 	}
 	used := map[string]bool{}
-	for _, svc := range Of[*servingv1.Service](m) {
+	for _, svc := range model.Of[*servingv1.Service](&m.Manifests) {
 		for _, c := range svc.Spec.Template.Spec.Containers {
 			n := imageName(c.Image)
 			used[n] = true
@@ -116,7 +118,7 @@ func CheckKustomization(m *Manifests) *apis.FieldError {
 	}
 	for _, o := range m.Objects {
 		if ns, ok := o.Typed.(*corev1.Namespace); ok && ns.Name != Namespace {
-			errs = errs.Also(via(o, apis.ErrInvalidValue(ns.Name, "metadata.name", "must be "+Namespace)))
+			errs = errs.Also(o.Via(apis.ErrInvalidValue(ns.Name, "metadata.name", "must be "+Namespace)))
 		}
 	}
 	return errs.Also(m.nameReferencesCover())
@@ -138,7 +140,7 @@ func (m *Manifests) nameReferencesCover() *apis.FieldError {
 		}
 	}
 	need := map[string]bool{}
-	for _, svc := range Of[*servingv1.Service](m) {
+	for _, svc := range model.Of[*servingv1.Service](&m.Manifests) {
 		spec := svc.Spec.Template.Spec
 		for _, c := range spec.Containers {
 			for _, e := range c.Env {

@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"bytes"
 	"io/fs"
 	"os"
@@ -71,7 +73,7 @@ func TestKubectlKustomizeRenders(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl kustomize: %v\n%s", err, stderr.String())
 	}
-	objs, err := DecodeFile("kubectl-kustomize-output", out)
+	objs, err := (model.Decoder{}).DecodeFile("kubectl-kustomize-output", out)
 	if err != nil {
 		t.Fatal(err)
 	}

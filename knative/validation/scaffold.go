@@ -338,7 +338,7 @@ import (
 )
 
 // Handler is an instance of a CloudEvent function with the signature
-// mp3converter uses (func-go accepts several; ARCHITECTURE.md fixes this one).
+// mp3converter uses (func-go accepts several; docs/architecture.md fixes this one).
 type Handler interface {
 	Handle(context.Context, event.Event) (*event.Event, error)
 }

@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"bufio"
 	"bytes"
 	"embed"
@@ -107,7 +109,7 @@ func LoadCRDSchemas(fsys fs.FS) (CRDSchemas, error) {
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
-			if isEmptyDocument(doc) {
+			if model.IsEmptyDocument(doc) {
 				continue
 			}
 			var c crdDoc
@@ -349,7 +351,7 @@ func CheckSchemas(m *Manifests) *apis.FieldError {
 		if !slices.Contains(customKinds, o.APIVersion+"/"+o.Kind) {
 			continue
 		}
-		errs = errs.Also(via(o, schemas.ValidateObject(o.APIVersion, o.Kind, o.Map)))
+		errs = errs.Also(o.Via(schemas.ValidateObject(o.APIVersion, o.Kind, o.Map)))
 	}
 	return errs
 }

@@ -67,7 +67,7 @@ func CheckKnativeServices(m *Manifests) *apis.FieldError {
 		d := svc.DeepCopy()
 		ctx := ServingContext()
 		d.SetDefaults(ctx)
-		errs = errs.Also(via(o, d.Validate(ctx)))
+		errs = errs.Also(o.Via(d.Validate(ctx)))
 	}
 	return errs
 }
@@ -113,7 +113,7 @@ func CheckServicePolicy(m *Manifests) *apis.FieldError {
 		if !ok {
 			continue
 		}
-		errs = errs.Also(via(o, servicePolicy(svc)))
+		errs = errs.Also(o.Via(servicePolicy(svc)))
 	}
 	return errs
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // Shape is what func's scaffolding needs to find in a function's package
-// (ARCHITECTURE.md section 2): one package-level New returning a pointer to
+// (docs/architecture.md, "Layout"): one package-level New returning a pointer to
 // the function's type, whose Handle method has the func-go HTTP or
 // CloudEvent signature, and no package-level Handle (func's signature
 // detector would see a "static" function too and refuse to build).

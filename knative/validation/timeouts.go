@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"mp3converter/knative/model"
+
 	"fmt"
 	"strconv"
 	"time"
@@ -25,26 +27,14 @@ var InternalTimeouts = map[string]string{
 // answer: write the failure reply, delete a partial upload.
 const TimeoutMargin = 30 * time.Second
 
-// EffectiveDelivery is the delivery spec the dispatcher uses for t: its own,
-// or the Broker's when it has none.
-func (m *Manifests) EffectiveDelivery(t *Trigger) *DeliverySpec {
-	if t.Spec.Delivery != nil {
-		return t.Spec.Delivery
-	}
-	if o := m.Find("eventing.knative.dev/v1", "Broker", t.Spec.Broker); o != nil {
-		return o.Typed.(*Broker).Spec.Delivery
-	}
-	return nil
-}
-
 // RetryWindow is how long the dispatcher may hold one message: every attempt
 // up to its timeout, plus the backoff before each retry (backoffDelay*2^n for
 // exponential, backoffDelay*n for linear, n = 1..retry).
-func RetryWindow(d *DeliverySpec) (time.Duration, error) {
+func RetryWindow(d *model.DeliverySpec) (time.Duration, error) {
 	if d == nil || d.Timeout == nil {
 		return 0, fmt.Errorf("no delivery.timeout")
 	}
-	timeout, err := ParseISODuration(*d.Timeout)
+	timeout, err := model.ParseISODuration(*d.Timeout)
 	if err != nil {
 		return 0, err
 	}
@@ -54,13 +44,13 @@ func RetryWindow(d *DeliverySpec) (time.Duration, error) {
 	}
 	var delay time.Duration
 	if d.BackoffDelay != nil {
-		if delay, err = ParseISODuration(*d.BackoffDelay); err != nil {
+		if delay, err = model.ParseISODuration(*d.BackoffDelay); err != nil {
 			return 0, err
 		}
 	}
 	window := time.Duration(retries+1) * timeout
 	for n := int32(1); n <= retries; n++ {
-		if d.BackoffPolicy != nil && *d.BackoffPolicy == "linear" {
+		if d.BackoffPolicy != nil && *d.BackoffPolicy == model.BackoffLinear {
 			window += delay * time.Duration(n)
 		} else {
 			window += delay << n
@@ -79,15 +69,15 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 	var errs *apis.FieldError
 	var longest time.Duration
 	var longestName string
-	for _, t := range Of[*Trigger](m) {
-		o := m.objectOf(t)
+	for _, t := range model.Of[*model.Trigger](&m.Manifests) {
+		o := m.ObjectOf(t)
 		d := m.EffectiveDelivery(t)
 		if d == nil || d.Timeout == nil {
-			errs = errs.Also(via(o, withDetails(apis.ErrMissingField("spec.delivery.timeout"),
+			errs = errs.Also(o.Via(withDetails(apis.ErrMissingField("spec.delivery.timeout"),
 				"without a per-attempt timeout (here or on the Broker) the chain delivery.timeout <= timeoutSeconds cannot hold")))
 			continue
 		}
-		timeout, err := ParseISODuration(*d.Timeout)
+		timeout, err := model.ParseISODuration(*d.Timeout)
 		if err != nil {
 			continue // CheckEventingWebhooks reports it
 		}
@@ -105,25 +95,25 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 		spec := Defaulted(svc).Spec.Template.Spec
 		ts := time.Duration(deref0(spec.TimeoutSeconds)) * time.Second
 		if timeout > ts {
-			errs = errs.Also(via(o, apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
+			errs = errs.Also(o.Via(apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
 				fmt.Sprintf("longer than the subscriber %s's timeoutSeconds (%s): the request would be cut off first", svc.Name, ts))))
 		}
 		if spec.ResponseStartTimeoutSeconds != nil {
 			if rs := time.Duration(*spec.ResponseStartTimeoutSeconds) * time.Second; timeout > rs {
-				errs = errs.Also(via(o, apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
+				errs = errs.Also(o.Via(apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
 					fmt.Sprintf("longer than the subscriber %s's responseStartTimeoutSeconds (%s)", svc.Name, rs))))
 			}
 		}
 		if env, ok := InternalTimeouts[svc.Name]; ok {
 			if own, err := m.envDuration(svc, env); err == nil && own > timeout-TimeoutMargin {
-				errs = errs.Also(via(m.objectOf(svc), apis.ErrInvalidValue(own.String(), "env."+env,
+				errs = errs.Also(m.ObjectOf(svc).Via(apis.ErrInvalidValue(own.String(), "env."+env,
 					fmt.Sprintf("must end at least %s before the Trigger %s's delivery.timeout %s", TimeoutMargin, t.Name, *d.Timeout))))
 			}
 		}
-		errs = errs.Also(via(o, parallelismFits(t, svc)))
+		errs = errs.Also(o.Via(parallelismFits(t, svc)))
 	}
 
-	for _, svc := range Of[*servingv1.Service](m) {
+	for _, svc := range model.Of[*servingv1.Service](&m.Manifests) {
 		env, ok := InternalTimeouts[svc.Name]
 		if !ok {
 			continue
@@ -132,20 +122,20 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 		own, err := m.envDuration(svc, env)
 		switch {
 		case err != nil:
-			errs = errs.Also(via(m.objectOf(svc), apis.ErrInvalidValue(env, "env", err.Error())))
+			errs = errs.Also(m.ObjectOf(svc).Via(apis.ErrInvalidValue(env, "env", err.Error())))
 		case own > ts-TimeoutMargin:
-			errs = errs.Also(via(m.objectOf(svc), apis.ErrInvalidValue(own.String(), "env."+env,
+			errs = errs.Also(m.ObjectOf(svc).Via(apis.ErrInvalidValue(own.String(), "env."+env,
 				fmt.Sprintf("must end at least %s before timeoutSeconds (%s)", TimeoutMargin, ts))))
 		}
 	}
 
-	for _, c := range Of[*RabbitmqCluster](m) {
+	for _, c := range model.Of[*model.RabbitmqCluster](&m.Manifests) {
 		ct, err := ConsumerTimeout(c)
 		if err != nil {
 			continue // CheckEventingWebhooks reports it
 		}
 		if ct <= longest {
-			errs = errs.Also(via(m.objectOf(c), apis.ErrInvalidValue(ct.Milliseconds(), "spec.rabbitmq.additionalConfig.consumer_timeout",
+			errs = errs.Also(m.ObjectOf(c).Via(apis.ErrInvalidValue(ct.Milliseconds(), "spec.rabbitmq.additionalConfig.consumer_timeout",
 				fmt.Sprintf("must exceed the longest retry window, %s for Trigger %s (%d ms): RabbitMQ would close the dispatcher's channel mid-delivery", longest, longestName, longest.Milliseconds()))))
 		}
 	}
@@ -155,9 +145,9 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 // parallelismFits: a subscriber with containerConcurrency c and max-scale n
 // handles at most c*n deliveries at once; more wait in the activator and eat
 // their delivery timeout.
-func parallelismFits(t *Trigger, svc *servingv1.Service) *apis.FieldError {
+func parallelismFits(t *model.Trigger, svc *servingv1.Service) *apis.FieldError {
 	p := 1
-	if v, ok := t.Annotations[ParallelismAnnotation]; ok {
+	if v, ok := t.Annotations[model.ParallelismAnnotation]; ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			return nil // CheckEventingWebhooks reports it
@@ -170,7 +160,7 @@ func parallelismFits(t *Trigger, svc *servingv1.Service) *apis.FieldError {
 		return nil
 	}
 	if int64(maxScale)*cc < int64(p) {
-		return apis.ErrInvalidValue(p, "metadata.annotations."+ParallelismAnnotation,
+		return apis.ErrInvalidValue(p, "metadata.annotations."+model.ParallelismAnnotation,
 			fmt.Sprintf("more than %s can take at once (max-scale %d x containerConcurrency %d)", svc.Name, maxScale, cc))
 	}
 	return nil

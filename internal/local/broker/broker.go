@@ -32,12 +32,14 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/cloudevents/sdk-go/v2/types"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
+
+	"mp3converter/knative/model"
 )
 
 // Options configures New.
 type Options struct {
 	// Manifests holds the Broker and its Triggers (LoadManifests).
-	Manifests *Manifests
+	Manifests *model.Manifests
 	// BrokerName selects the Broker: "name" or "namespace/name"; default "default".
 	BrokerName string
 	// Resolve maps a destination's ref to a URL (e.g. Service convert to the
@@ -87,7 +89,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Manifests == nil {
 		return nil, errors.New("broker: no manifests")
 	}
-	if errs := o.Manifests.validate(); errs != nil {
+	if errs := validate(o.Manifests); errs != nil {
 		return nil, errs
 	}
 	if o.Logger == nil {
@@ -99,14 +101,13 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.BrokerName == "" {
 		o.BrokerName = "default"
 	}
-	br, err := o.Manifests.selectBroker(o.BrokerName)
+	br, err := selectBroker(o.Manifests, o.BrokerName)
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{log: o.Logger.With("broker", namespaceOf(&br.ObjectMeta)+"/"+br.Name), client: o.HTTPClient}
-	for i := range o.Manifests.Triggers {
-		t := &o.Manifests.Triggers[i]
-		if t.Spec.Broker != br.Name || namespaceOf(&t.ObjectMeta) != namespaceOf(&br.ObjectMeta) {
+	b := &Broker{log: o.Logger.With("broker", model.NamespaceOf(&br.ObjectMeta)+"/"+br.Name), client: o.HTTPClient}
+	for _, t := range o.Manifests.Triggers() {
+		if t.Spec.Broker != br.Name || model.NamespaceOf(&t.ObjectMeta) != model.NamespaceOf(&br.ObjectMeta) {
 			continue
 		}
 		ct, err := compileTrigger(o.Manifests, t, o.Resolve)
@@ -119,16 +120,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		b.backend = newMemory(b.triggers, o.queueSize, b.log)
 	} else {
 		queueType := "quorum"
-		if ref := br.Spec.Config; ref != nil && ref.Kind == "RabbitmqBrokerConfig" {
-			ns := ref.Namespace
-			if ns == "" {
-				ns = namespaceOf(&br.ObjectMeta)
-			}
-			if c := o.Manifests.brokerConfig(ns, ref.Name); c != nil && c.Spec.QueueType != "" {
+		if ref := br.Spec.Config; ref != nil && ref.Kind == model.BrokerConfigKind {
+			if c := o.Manifests.BrokerConfig(configNamespace(br, ref.Namespace), ref.Name); c != nil && c.Spec.QueueType != "" {
 				queueType = c.Spec.QueueType
 			}
 		}
-		names := newNames(o.NamePrefix, namespaceOf(&br.ObjectMeta), br.Name)
+		names := newNames(o.NamePrefix, model.NamespaceOf(&br.ObjectMeta), br.Name)
 		b.backend, err = newRabbit(ctx, o.RabbitMQURL, names, queueType, b.triggers, o.publishWait, b.log)
 		if err != nil {
 			return nil, err
@@ -138,7 +135,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b.deliveryCtx, b.abort = context.WithCancel(context.Background())
 	b.stopConsuming = stop
 	for _, t := range b.triggers {
-		d := &dispatcher{t: t, client: b.client, publish: b.backend.publish, log: b.log.With("trigger", t.name)}
+		d := &dispatcher{t: t, client: b.client, publish: b.backend.publish, log: b.log.With("trigger", t.name), closing: consumeCtx.Done()}
 		b.wg.Go(func() {
 			b.backend.consume(consumeCtx, t, func(e event.Event) outcome { return d.deliver(b.deliveryCtx, e) })
 		})
@@ -195,9 +192,10 @@ func (b *Broker) Publish(ctx context.Context, e event.Event) error {
 	return nil
 }
 
-// Close stops the dispatchers: no new deliveries start; deliveries in flight
-// may finish until ctx is done, then they are cancelled and their events left
-// unacknowledged (RabbitMQ redelivers them; in memory they are lost).
+// Close stops the dispatchers: no new deliveries start and no retry is made;
+// attempts in flight may finish until ctx is done, then they are cancelled.
+// Events not delivered are left unacknowledged (RabbitMQ redelivers them; in
+// memory they are lost).
 func (b *Broker) Close(ctx context.Context) error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
@@ -223,28 +221,6 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-func (m *Manifests) selectBroker(name string) (*BrokerResource, error) {
-	ns, n, qualified := strings.Cut(name, "/")
-	if !qualified {
-		n = ns
-	}
-	var found *BrokerResource
-	for i := range m.Brokers {
-		b := &m.Brokers[i]
-		if b.Name != n || (qualified && namespaceOf(&b.ObjectMeta) != ns) {
-			continue
-		}
-		if found != nil {
-			return nil, fmt.Errorf("broker: several Brokers named %q: use namespace/name", n)
-		}
-		found = b
-	}
-	if found == nil {
-		return nil, fmt.Errorf("broker: no Broker %q in the manifests", name)
-	}
-	return found, nil
-}
-
 // trigger is a Trigger ready for dispatch: resolved URLs, parsed delivery.
 type trigger struct {
 	name        string
@@ -261,12 +237,12 @@ type trigger struct {
 // defaultBackoffDelay applies when a delivery has retries but no backoffDelay.
 const defaultBackoffDelay = 200 * time.Millisecond
 
-func compileTrigger(m *Manifests, t *TriggerResource, resolve func(duckv1.Destination) (*url.URL, error)) (*trigger, error) {
+func compileTrigger(m *model.Manifests, t *model.Trigger, resolve func(duckv1.Destination) (*url.URL, error)) (*trigger, error) {
 	ct := &trigger{name: t.Name, parallelism: 1, delay: defaultBackoffDelay}
 	if t.Spec.Filter != nil {
 		ct.filter = t.Spec.Filter.Attributes
 	}
-	if v, ok := t.Annotations[parallelismAnnotation]; ok {
+	if v, ok := t.Annotations[model.ParallelismAnnotation]; ok {
 		ct.parallelism, _ = strconv.Atoi(v) // validated
 	}
 	var err error
@@ -280,12 +256,12 @@ func compileTrigger(m *Manifests, t *TriggerResource, resolve func(duckv1.Destin
 	if d.Retry != nil {
 		ct.retry = int(*d.Retry)
 	}
-	ct.linear = d.BackoffPolicy != nil && *d.BackoffPolicy == backoffLinear
+	ct.linear = d.BackoffPolicy != nil && *d.BackoffPolicy == model.BackoffLinear
 	if d.BackoffDelay != nil {
-		ct.delay, _ = parseISODuration(*d.BackoffDelay) // validated
+		ct.delay, _ = model.ParseISODuration(*d.BackoffDelay) // validated
 	}
 	if d.Timeout != nil {
-		ct.timeout, _ = parseISODuration(*d.Timeout)
+		ct.timeout, _ = model.ParseISODuration(*d.Timeout)
 	}
 	if d.DeadLetterSink != nil {
 		if ct.deadLetter, err = resolveDestination(*d.DeadLetterSink, resolve); err != nil {

@@ -479,6 +479,35 @@ func TestCloseGraceful(t *testing.T) {
 	})
 }
 
+// TestCloseMakesNoMoreRetries: a closing broker finishes the attempt in
+// flight but retries nothing, so a shutdown does not wait out the backoff of
+// a subscriber that is failing (or stopping too); the event stays queued
+// (RabbitMQ) for the next start.
+func TestCloseMakesNoMoreRetries(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		s := newSink(t, func(d delivery, w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+		b := startBroker(t, backend, brokerYAML+trig("t", "{type: x}", s.URL+"/t",
+			"  delivery: {retry: 5, backoffPolicy: linear, backoffDelay: PT1H}"), Options{})
+		b.mustSend(t, newEvent("e", "x", nil))
+		s.next(t) // the first attempt was refused; the retry waits an hour
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("Close waited for the retry until its deadline")
+		}
+		select {
+		case d := <-s.got:
+			t.Errorf("attempt %d after Close", d.attempt)
+		default:
+		}
+	})
+}
+
 func TestResolve(t *testing.T) {
 	resolve := ResolveServices(map[string]string{"convert": "http://127.0.0.1:8081/base/"})
 	ref := &duckv1.KReference{APIVersion: "serving.knative.dev/v1", Kind: "Service", Name: "convert"}

@@ -48,6 +48,7 @@ type dispatcher struct {
 	client  *http.Client
 	publish func(context.Context, *event.Event) error
 	log     *slog.Logger
+	closing <-chan struct{} // closed when the broker starts closing: no more retries
 }
 
 // attempt is the result of one HTTP request.
@@ -117,7 +118,10 @@ func (d *dispatcher) deliver(ctx context.Context, e event.Event) outcome {
 }
 
 // send POSTs e to target until it succeeds, gets a final answer or runs out of
-// retries, and returns the last attempt. ok is false when ctx ended first.
+// retries, and returns the last attempt. ok is false when ctx ended first, or
+// when a retry was due after the broker began closing: a closing broker
+// finishes the attempts in flight but starts no new ones, so a shutdown never
+// waits on retries to subscribers that are stopping too.
 func (d *dispatcher) send(ctx context.Context, log *slog.Logger, target *url.URL, e *event.Event) (a attempt, ok bool) {
 	for n := 0; ; n++ {
 		a = d.post(ctx, target, e)
@@ -129,7 +133,7 @@ func (d *dispatcher) send(ctx context.Context, log *slog.Logger, target *url.URL
 		}
 		wait := d.backoff(n + 1)
 		log.Info("retrying", "status", a.status, "err", a.err, "retry", n+1, "in", wait)
-		if !sleep(ctx, wait) {
+		if !d.sleep(ctx, wait) {
 			return a, false
 		}
 	}
@@ -209,7 +213,7 @@ func (d *dispatcher) parseReply(h http.Header, body []byte, original *event.Even
 func (d *dispatcher) forwardReply(ctx context.Context, log *slog.Logger, reply *event.Event) outcome {
 	var err error
 	for n := 0; n < 3; n++ {
-		if n > 0 && !sleep(ctx, d.backoff(n)) {
+		if n > 0 && !d.sleep(ctx, d.backoff(n)) {
 			return abandon
 		}
 		if err = d.publish(ctx, reply); err == nil {
@@ -254,12 +258,15 @@ func deadLetterEvent(e event.Event, subscriber *url.URL, a attempt) event.Event 
 	return dl
 }
 
-// sleep waits for d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
+// sleep waits for wait before a retry; false when ctx ended or the broker
+// began closing first.
+func (d *dispatcher) sleep(ctx context.Context, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
+		return false
+	case <-d.closing:
 		return false
 	case <-timer.C:
 		return true
@@ -286,4 +293,16 @@ func runWorkers[T any](ctx context.Context, n int, in <-chan T, work func(T)) {
 		})
 	}
 	wg.Wait()
+}
+
+// sleep waits for d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
 }

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"mp3converter/knative/model"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -78,7 +80,7 @@ func randomPrefix() string {
 }
 
 // writeManifests writes yaml to a temp dir and loads it.
-func writeManifests(t *testing.T, yaml string) *Manifests {
+func writeManifests(t *testing.T, yaml string) *model.Manifests {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(yaml), 0o600); err != nil {
@@ -145,13 +147,13 @@ func deleteTopology(t *testing.T, opts Options) {
 		t.Errorf("cleanup: %v", err)
 		return
 	}
-	br, err := opts.Manifests.selectBroker(cmpOr(opts.BrokerName, "default"))
+	br, err := selectBroker(opts.Manifests, cmpOr(opts.BrokerName, "default"))
 	if err != nil {
 		t.Errorf("cleanup: %v", err)
 		return
 	}
-	n := newNames(opts.NamePrefix, namespaceOf(&br.ObjectMeta), br.Name)
-	for _, tr := range opts.Manifests.Triggers {
+	n := newNames(opts.NamePrefix, model.NamespaceOf(&br.ObjectMeta), br.Name)
+	for _, tr := range opts.Manifests.Triggers() {
 		if _, err := ch.QueueDelete(n.queue(tr.Name), false, false, false); err != nil {
 			t.Errorf("cleanup: %v", err)
 			return

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"mp3converter/knative/model"
+
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,22 +12,23 @@ import (
 	"testing/fstest"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
 )
 
 func TestLoadRealManifests(t *testing.T) {
-	m, err := LoadManifests("../../knative")
+	m, err := LoadManifests("../../../knative")
 	if err != nil {
 		t.Fatalf("knative/: %v", err)
 	}
-	br, err := m.selectBroker("mp3converter/default")
+	br, err := selectBroker(m, "mp3converter/default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if br.Annotations[brokerClassAnnotation] != "RabbitMQBroker" || br.Spec.Delivery == nil {
+	if br.Annotations[model.BrokerClassAnnotation] != "RabbitMQBroker" || br.Spec.Delivery == nil {
 		t.Errorf("broker: %+v", br)
 	}
-	if c := m.brokerConfig("mp3converter", br.Spec.Config.Name); c == nil || c.Spec.QueueType != "quorum" || c.Spec.RabbitmqClusterReference.Name != "rabbitmq" {
+	if c := m.BrokerConfig("mp3converter", br.Spec.Config.Name); c == nil || c.Spec.QueueType != "quorum" || c.Spec.RabbitmqClusterReference.Name != "rabbitmq" {
 		t.Errorf("broker config: %+v", c)
 	}
 	resolve := ResolveServices(map[string]string{"convert": "http://convert/", "notify": "http://notify/"})
@@ -36,8 +39,7 @@ func TestLoadRealManifests(t *testing.T) {
 		"notify-failed":    {filter: map[string]string{"type": "dev.mp3converter.conversion.failed"}, subscriber: mustURL(t, "http://notify/"), parallelism: 1},
 	}
 	var names []string
-	for i := range m.Triggers {
-		tr := &m.Triggers[i]
+	for _, tr := range m.Triggers() {
 		names = append(names, tr.Name)
 		if len(tr.Spec.Filters) > 0 {
 			t.Errorf("%s uses spec.filters", tr.Name)
@@ -177,41 +179,32 @@ spec:
   broker: default
   subscriber: {uri: "http://plain.example/"}
 `)
-	if len(m.Brokers) != 1 || len(m.Triggers) != 2 {
-		t.Fatalf("%d brokers, %d triggers", len(m.Brokers), len(m.Triggers))
+	if len(m.Brokers()) != 1 || len(m.Triggers()) != 2 {
+		t.Fatalf("%d brokers, %d triggers", len(m.Brokers()), len(m.Triggers()))
 	}
-	plain, err := compileTrigger(m, &m.Triggers[1], nil)
+	plain, err := compileTrigger(m, m.Triggers()[1], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if plain.retry != 1 || !plain.linear || plain.delay != time.Second || plain.timeout != 5*time.Second || plain.filter != nil {
 		t.Errorf("trigger without delivery: %+v, want the broker's", plain)
 	}
-	if _, err := compileTrigger(m, &m.Triggers[0], nil); err == nil {
+	if _, err := compileTrigger(m, m.Triggers()[0], nil); err == nil {
 		t.Error("a ref resolved without a resolver")
 	}
 }
 
-func TestParseISODuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"PT2S":    2 * time.Second,
-		"PT0.01S": 10 * time.Millisecond,
-		"PT0,5S":  500 * time.Millisecond,
-		"PT10M":   10 * time.Minute,
-		"PT1H30M": 90 * time.Minute,
-		"P1D":     24 * time.Hour,
-		"P1DT1S":  24*time.Hour + time.Second,
-		"P1W":     7 * 24 * time.Hour,
-		"PT0S":    0,
-	} {
-		if got, err := parseISODuration(in); err != nil || got != want {
-			t.Errorf("%s: %s (%v), want %s", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "P", "PT", "2s", "PT1", "PTS", "P1H", "PT1D", "PT1S1M", "PT1M1M", "-PT1S", "PT1.2.3S", "P1DT", "pt1s"} {
-		if got, err := parseISODuration(in); err == nil {
-			t.Errorf("%q parsed as %s", in, got)
-		}
+// TestMonthLongBackoff: a backoffDelay in months is valid, as in eventing,
+// and lasts 30.436875 days (knative/model/users_test.go holds the broker
+// and the validation to the same reading).
+func TestMonthLongBackoff(t *testing.T) {
+	m := writeManifests(t, strings.Replace(validBroker, "backoffDelay: PT1S", "backoffDelay: P1M", 1))
+	b := m.Brokers()[0]
+	tr := &model.Trigger{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: b.Namespace}}
+	tr.Spec.Broker = b.Name
+	got, err := compileTrigger(m, tr, nil)
+	if want := 30*24*time.Hour + 10*time.Hour + 29*time.Minute + 6*time.Second; err != nil || got.delay != want {
+		t.Errorf("backoff %s (%v), want %s", got.delay, err, want)
 	}
 }
 
@@ -223,7 +216,7 @@ func TestLoadManifestsFS(t *testing.T) {
 		"sub/other.yaml": {Data: []byte("not: [read")},
 	}
 	m, err := LoadManifestsFS(fsys)
-	if err != nil || len(m.Brokers) != 1 || len(m.Triggers) != 1 {
+	if err != nil || len(m.Brokers()) != 1 || len(m.Triggers()) != 1 {
 		t.Fatalf("%v %+v", err, m)
 	}
 }

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"mp3converter/knative/model"
+
 	"context"
 	"net/http"
 	"slices"
@@ -85,10 +87,11 @@ func TestRabbitQueuedWithoutConsumer(t *testing.T) {
 	}
 	// a broker whose only trigger is "other" declares the exchange and publishes;
 	// the queue of "t" still receives what matches it
-	m2 := *m
-	m2.Triggers = m.Triggers[1:]
+	m2 := &model.Manifests{Objects: slices.DeleteFunc(slices.Clone(m.Objects), func(o *model.Object) bool {
+		return o.Kind == "Trigger" && o.Name == "t"
+	})}
 	opts2 := opts
-	opts2.Manifests = &m2
+	opts2.Manifests = m2
 	b2 := startBroker(t, "rabbitmq", "", opts2)
 	b2.mustSend(t, newEvent("while-down", "x", nil))
 	if n := rabbitDepth(t, url, newNames(opts.NamePrefix, "test", "default").queue("t")); n != 1 {

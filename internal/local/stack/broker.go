@@ -15,7 +15,7 @@ import (
 // from the Broker and Triggers in knative/ (embedded in the binary, or
 // cfg.Manifests); subscribers named by `ref: Service <name>` resolve to the
 // local functions. RABBITMQ_URL makes it durable.
-func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]string) (string, func() error, error) {
+func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]string, grace time.Duration) (string, func() error, error) {
 	manifests, err := broker.LoadManifestsFS(knative.Manifests)
 	if cfg.Manifests != nil {
 		manifests, err = broker.LoadManifestsFS(cfg.Manifests)
@@ -50,7 +50,7 @@ func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]strin
 	}
 	s.log.Info("broker started", "backend", backend, "ingress", "http://"+ln.Addr().String())
 	return "http://" + ln.Addr().String() + "/", func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
 		srv.Shutdown(sctx)
 		return b.Close(sctx)

@@ -45,6 +45,10 @@ type Config struct {
 	Manifests    fs.FS
 	BrokerPrefix string
 
+	// ShutdownGrace bounds each step of Close that waits for work in flight:
+	// the gateway's requests, then the Broker's deliveries. Default 10 s.
+	ShutdownGrace time.Duration
+
 	// External names functions that run outside the stack, each at a base
 	// URL (e.g. {"convert": "http://127.0.0.1:9000"}, a process started with
 	// `mp3converter function convert`): the stack does not host them, the
@@ -68,6 +72,10 @@ type Stack struct {
 	errs     chan error      // a function that failed
 	external map[string]bool // functions running outside the stack
 }
+
+// defaultShutdownGrace is how long Close lets requests and deliveries in
+// flight finish, at each of its two waits.
+const defaultShutdownGrace = 10 * time.Second
 
 // functionNames in start order; each gets the instance its New() returns.
 var functionNames = funchost.Names
@@ -134,7 +142,11 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		s.Functions[name] = "http://" + ln.Addr().String()
 	}
 
-	brokerURL, closeBroker, err := startBroker(ctx, cfg, s, env)
+	grace := cfg.ShutdownGrace
+	if grace <= 0 {
+		grace = defaultShutdownGrace
+	}
+	brokerURL, closeBroker, err := startBroker(ctx, cfg, s, env, grace)
 	if err != nil {
 		gatewayListener.Close()
 		for _, ln := range listeners {
@@ -183,14 +195,20 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	gw := &http.Server{Handler: gateway.New(gwRoutes, log), ReadHeaderTimeout: 10 * time.Second}
 	go gw.Serve(gatewayListener)
 
-	// Shutdown order: stop taking requests, let functions finish and Stop,
-	// then the broker, then the backing services (already registered).
+	// Shutdown order: stop taking requests; stop the Broker dispatching, so
+	// nothing is delivered to (or retried against) a function that is
+	// stopping; then the functions; then the backing services (already
+	// registered). Each wait for work in flight is bounded by grace.
 	s.closers = append([]func() error{
 		func() error {
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
-			return gw.Shutdown(sctx)
+			if err := gw.Shutdown(sctx); err != nil {
+				gw.Close() // cut the requests still running
+			}
+			return nil
 		},
+		closeBroker,
 		func() error {
 			stopFunctions()
 			for range hosted {
@@ -198,7 +216,6 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 			}
 			return nil
 		},
-		closeBroker,
 	}, s.closers...)
 	return s, nil
 }
@@ -270,13 +287,12 @@ func (s *Stack) useExternal(external map[string]string) (hosted []string, err er
 // the embedded stand-ins otherwise, recording the choice in env.
 func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
 	if env["MYSQL_DSN"] == "" {
-		m, err := standins.StartMySQL("127.0.0.1:0")
+		dsn, closeMySQL, err := s.startMySQL(cfg)
 		if err != nil {
 			return err
 		}
-		s.closers = append(s.closers, m.Close)
-		env["MYSQL_DSN"] = m.DSN
-		s.log.Info("embedded MySQL started (users last as long as the stack; set MYSQL_DSN to keep them)", "dsn", m.DSN)
+		s.closers = append(s.closers, closeMySQL)
+		env["MYSQL_DSN"] = dsn
 	}
 	if env["MONGODB_URI"] == "" {
 		m, err := standins.StartMongoDB("127.0.0.1:0", filepath.Join(cfg.DataDir, "mongodb"))
@@ -289,6 +305,27 @@ func (s *Stack) startBackingServices(cfg Config, env map[string]string) error {
 	}
 	s.MySQLDSN, s.MongoURI = env["MYSQL_DSN"], env["MONGODB_URI"]
 	return nil
+}
+
+// startMySQL starts a private MariaDB with its data under the data dir, so
+// users survive a restart of the stack; where MariaDB is not installed, the
+// in-memory go-mysql-server, with a warning of what that loses.
+func (s *Stack) startMySQL(cfg Config) (dsn string, closeIt func() error, err error) {
+	dir := filepath.Join(cfg.DataDir, "mysql")
+	m, err := standins.StartMariaDB(context.Background(), dir)
+	if err == nil {
+		s.log.Info("MariaDB started", "dir", dir)
+		return m.DSN, m.Close, nil
+	}
+	if !errors.Is(err, standins.ErrNoMariaDB) {
+		return "", nil, err
+	}
+	mem, err := standins.StartMySQL("127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	s.log.Warn("MariaDB is not installed: users are kept in memory and lost when the stack stops, and concurrent sign-ups can be lost; install mariadb-server (make run does it where it can) or set MYSQL_DSN", "dsn", mem.DSN)
+	return mem.DSN, mem.Close, nil
 }
 
 // bootstrapAdmin creates the first admin when there are no users, from

@@ -1,15 +1,18 @@
-// Package embedded starts the stand-ins the local stack uses when no real
-// service is configured: a MySQL-protocol server (go-mysql-server, in memory)
-// and a MongoDB-protocol server (FerretDB on SQLite files). Both are real
-// servers on loopback: the functions talk to them with their ordinary drivers.
+// Package standins starts the servers the local stack uses when the
+// environment names no real one: a private MariaDB keeping its data in the
+// data dir (mariadb.go), go-mysql-server in memory where MariaDB is not
+// installed, and FerretDB on SQLite files. All are real servers: the
+// functions talk to them with their ordinary drivers.
 package standins
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 	sqle "github.com/dolthub/go-mysql-server"
@@ -41,8 +44,7 @@ func StartMySQL(addr string) (*MySQL, error) {
 		ln.Close()
 		return nil, fmt.Errorf("embedded mysql: %w", err)
 	}
-	// go-mysql-server logs every connection through logrus at INFO.
-	logrus.SetLevel(logrus.WarnLevel)
+	logrusToSlog()
 	go srv.Start()
 
 	cfg := mysql.NewConfig()
@@ -76,7 +78,7 @@ func StartMongoDB(addr, dir string) (*MongoDB, error) {
 		SQLiteURL: "file:" + dir + "/",
 		// FerretDB logs every error reply with a full dump at WARN; the
 		// functions report what matters themselves.
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Logger: slog.New(minLevel{slog.Default().Handler().WithAttrs([]slog.Attr{slog.String("component", "ferretdb")}), slog.LevelError}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded mongodb: %w", err)
@@ -95,5 +97,54 @@ func StartMongoDB(addr, dir string) (*MongoDB, error) {
 func (m *MongoDB) Close() error {
 	m.stop()
 	<-m.done
+	return nil
+}
+
+// minLevel passes on the records of handler at level and above.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}
+
+// logrusToSlog carries go-mysql-server's logrus output into the process's
+// slog stream, so the binary logs one format. Its connection chatter (INFO)
+// is dropped, and so is the warning it gives at every start about
+// secure_file_priv, which concerns LOAD DATA INFILE: nothing here uses it.
+func logrusToSlog() {
+	logrus.SetLevel(logrus.WarnLevel)
+	logrus.SetOutput(io.Discard)
+	logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
+	logrus.AddHook(slogHook{})
+}
+
+type slogHook struct{}
+
+func (slogHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (slogHook) Fire(e *logrus.Entry) error {
+	if strings.Contains(e.Message, "secure_file_priv") || strings.Contains(e.Message, "GRANT FILE") {
+		return nil
+	}
+	level := slog.LevelWarn
+	if e.Level <= logrus.ErrorLevel {
+		level = slog.LevelError
+	}
+	attrs := []any{"component", "mysql-standin"}
+	for k, v := range e.Data {
+		attrs = append(attrs, k, fmt.Sprint(v))
+	}
+	slog.Log(context.Background(), level, e.Message, attrs...)
 	return nil
 }

@@ -3,6 +3,10 @@ package standins
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 
 	_ "github.com/go-sql-driver/mysql"
@@ -68,5 +72,54 @@ func TestMongoDBKeepsDataAcrossRestarts(t *testing.T) {
 	}
 	if got := put(false); got != "done" {
 		t.Fatalf("after restart read %q, want the stored document", got)
+	}
+}
+
+// TestMariaDBKeepsUsersAcrossRestarts: the private MariaDB of `up` keeps
+// what was written in its folder, and takes concurrent writes.
+func TestMariaDBKeepsUsersAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	open := func() (*MariaDB, *sql.DB) {
+		m, err := StartMariaDB(ctx, dir)
+		if errors.Is(err, ErrNoMariaDB) {
+			t.Skip("MariaDB is not installed (apt-get install mariadb-server)")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := sql.Open("mysql", strings.Replace(m.DSN, "/auth?", "/?", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, db
+	}
+
+	m, db := open()
+	for _, stmt := range []string{"CREATE DATABASE auth", "CREATE TABLE auth.users (id BIGINT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(255) UNIQUE)"} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			if _, err := db.Exec("INSERT INTO auth.users (email) VALUES (?)", fmt.Sprintf("u%d@example.com", i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	db.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	m, db = open()
+	defer m.Close()
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM auth.users").Scan(&n); err != nil || n != 40 {
+		t.Fatalf("after a restart: %d users, %v; want the 40 written at once", n, err)
 	}
 }
