@@ -2,8 +2,8 @@
 # Each installs what it lacks (ffmpeg) and builds the rest with Go.
 
 GO        ?= go
-FUNCTIONS := convert download login notify upload validate
-# Every package of the workspace: the root module and the six function modules.
+FUNCTIONS := convert download login notify sweep upload validate
+# Every package of the workspace: the root module and the function modules.
 PACKAGES  := mp3converter/...
 
 .PHONY: run test build vet function-builds knative-check ffmpeg mariadb clean bench reliability

@@ -14,6 +14,7 @@ import (
 	download "mp3converter/functions/download"
 	login "mp3converter/functions/login"
 	notify "mp3converter/functions/notify"
+	sweep "mp3converter/functions/sweep"
 	upload "mp3converter/functions/upload"
 	validate "mp3converter/functions/validate"
 	"mp3converter/internal/kit"
@@ -42,6 +43,7 @@ var functions = map[string][]kit.Setting{
 	"download": declared(download.Settings),
 	"login":    declared(login.Settings),
 	"notify":   declared(notify.Settings),
+	"sweep":    declared(sweep.Settings),
 	"upload":   declared(upload.Settings),
 	"validate": declared(validate.Settings),
 }

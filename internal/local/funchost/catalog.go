@@ -1,4 +1,4 @@
-// Package functions names the six functions and makes their instances, as
+// Package functions names the functions and makes their instances, as
 // each one's New() does in the binary `func build` makes. It imports nothing
 // else, so a host that needs only the functions links only them.
 package funchost
@@ -11,12 +11,13 @@ import (
 	download "mp3converter/functions/download"
 	login "mp3converter/functions/login"
 	notify "mp3converter/functions/notify"
+	sweep "mp3converter/functions/sweep"
 	upload "mp3converter/functions/upload"
 	validate "mp3converter/functions/validate"
 )
 
 // Names lists the functions in the order the local stack starts them.
-var Names = []string{"validate", "login", "upload", "download", "convert", "notify"}
+var Names = []string{"validate", "login", "upload", "download", "convert", "notify", "sweep"}
 
 // New returns a new instance of the named function.
 func New(name string) (any, error) {
@@ -33,6 +34,8 @@ func New(name string) (any, error) {
 		return convert.New(), nil
 	case "notify":
 		return notify.New(), nil
+	case "sweep":
+		return sweep.New(), nil
 	}
 	return nil, fmt.Errorf("no function %q (there are %s)", name, strings.Join(Names, ", "))
 }

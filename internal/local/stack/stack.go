@@ -1,4 +1,4 @@
-// Package stack runs the whole system in one process: the six functions,
+// Package stack runs the whole system in one process: the functions,
 // each behind the func-go-compatible host on a loopback port of its own, the
 // local Broker that routes their events by the Triggers in knative/, a gateway
 // that routes paths like the cluster's ingress, and embedded stand-ins for
