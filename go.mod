@@ -14,6 +14,8 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
+require github.com/robfig/cron/v3 v3.0.1 // indirect
+
 require (
 	github.com/blendle/zapdriver v1.3.1 // indirect
 	github.com/google/go-containerregistry v0.13.0 // indirect

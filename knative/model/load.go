@@ -33,15 +33,16 @@ import (
 // Kinds maps "apiVersion/kind" to a constructor of the Go type of every
 // kind knative/ may hold.
 var Kinds = map[string]func() any{
-	"v1/Namespace":                       func() any { return &corev1.Namespace{} },
-	"v1/ConfigMap":                       func() any { return &corev1.ConfigMap{} },
-	"v1/Secret":                          func() any { return &corev1.Secret{} },
-	"v1/Service":                         func() any { return &corev1.Service{} },
-	"apps/v1/StatefulSet":                func() any { return &appsv1.StatefulSet{} },
-	"serving.knative.dev/v1/Service":     func() any { return &servingv1.Service{} },
-	"eventing.knative.dev/v1/Broker":     func() any { return &Broker{} },
-	"eventing.knative.dev/v1/Trigger":    func() any { return &Trigger{} },
-	"sources.knative.dev/v1/SinkBinding": func() any { return &SinkBinding{} },
+	"v1/Namespace":                                       func() any { return &corev1.Namespace{} },
+	"v1/ConfigMap":                                       func() any { return &corev1.ConfigMap{} },
+	"v1/Secret":                                          func() any { return &corev1.Secret{} },
+	"v1/Service":                                         func() any { return &corev1.Service{} },
+	"apps/v1/StatefulSet":                                func() any { return &appsv1.StatefulSet{} },
+	"serving.knative.dev/v1/Service":                     func() any { return &servingv1.Service{} },
+	"eventing.knative.dev/v1/Broker":                     func() any { return &Broker{} },
+	"eventing.knative.dev/v1/Trigger":                    func() any { return &Trigger{} },
+	"sources.knative.dev/v1/SinkBinding":                 func() any { return &SinkBinding{} },
+	"sources.knative.dev/v1/PingSource":                  func() any { return &PingSource{} },
 	"eventing.knative.dev/v1alpha1/RabbitmqBrokerConfig": func() any { return &RabbitmqBrokerConfig{} },
 	"rabbitmq.com/v1beta1/RabbitmqCluster":               func() any { return &RabbitmqCluster{} },
 }
@@ -282,6 +283,9 @@ func (m *Manifests) Brokers() []*Broker { return Of[*Broker](m) }
 
 // Triggers are the Triggers of m.
 func (m *Manifests) Triggers() []*Trigger { return Of[*Trigger](m) }
+
+// PingSources are the PingSources of m.
+func (m *Manifests) PingSources() []*PingSource { return Of[*PingSource](m) }
 
 // Broker returns the Broker namespace/name, or nil.
 func (m *Manifests) Broker(namespace, name string) *Broker {

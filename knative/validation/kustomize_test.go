@@ -121,7 +121,7 @@ func TestKubectlKustomizeRenders(t *testing.T) {
 			t.Errorf("%s's image is %s, want %s", svc.Name, c.Image, want)
 		}
 	}
-	if services != 6 {
-		t.Errorf("%d Knative Services rendered, want 6", services)
+	if services != 7 {
+		t.Errorf("%d Knative Services rendered, want 7", services)
 	}
 }
