@@ -162,6 +162,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		return fmt.Errorf("MONGODB_URI: %w", err)
 	}
 
+	f.removeDeadTempDirs()
+
 	var errs []error
 	f.ffmpeg, err = findTool(set.text("FFMPEG_PATH"), "ffmpeg")
 	errs = append(errs, err)
@@ -174,6 +176,28 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		"keep_videos", f.keepVideos, "ffmpeg", f.ffmpeg, "ffprobe", f.ffprobe)
 	f.started.Store(true)
 	return nil
+}
+
+// removeDeadTempDirs removes the staging dirs (convert-*) that instances killed mid-conversion
+// left in TMPDIR. A live conversion's dir changes within CONVERT_TIMEOUT, so a dir untouched
+// for longer belongs to no conversion, of this process or of another sharing TMPDIR.
+func (f *Function) removeDeadTempDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(f.tmpDir, "convert-*"))
+	removed := 0
+	for _, d := range dirs {
+		info, err := os.Lstat(d)
+		if err != nil || !info.IsDir() || time.Since(info.ModTime()) < f.timeout+time.Minute {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			f.log.Warn("cannot remove a dead staging dir", "dir", d, "err", err)
+			continue
+		}
+		removed++
+	}
+	if removed > 0 {
+		f.log.Info("removed the staging dirs of killed conversions", "dirs", removed, "tmpdir", f.tmpDir)
+	}
 }
 
 // Stop closes the MongoDB connections.
@@ -429,6 +453,9 @@ func (f *Function) replay(ctx context.Context, log *slog.Logger, j job) result {
 		}
 		log.Info("already failed: sending the failure again", "reason", reason)
 		return result{reply: failedEvent(j, reason)}
+	case JobExpired:
+		log.Info("the job's MP3 expired (MP3_RETENTION): nothing to send")
+		return noReply
 	default:
 		log.Error("the job is in a state this function does not know: nothing to do", "state", j.State)
 		return noReply

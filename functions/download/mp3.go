@@ -25,8 +25,32 @@ type fileDoc struct {
 	} `bson:"metadata"`
 }
 
+// msgExpired answers the download of an MP3 the sweep deleted after MP3_RETENTION.
+const msgExpired = "this MP3 was deleted after the retention period; upload the video again to convert it anew"
+
+// expired answers 410 Gone when the caller's job of that id is expired (the sweep deleted its
+// MP3 after MP3_RETENTION), and reports whether it did; anything else is left to download.
+func (s *state) expired(w http.ResponseWriter, r *http.Request, who identity) bool {
+	fid, err := bson.ObjectIDFromHex(r.URL.Query().Get("fid"))
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+	defer cancel()
+	var j job
+	err = s.videos.Collection("jobs").FindOne(ctx, bson.D{{Key: "_id", Value: fid}, {Key: "state", Value: JobExpired}}).Decode(&j)
+	if err != nil || !who.mayRead(j.owner()) {
+		return false
+	}
+	writeError(w, http.StatusGone, msgExpired)
+	return true
+}
+
 // download streams an MP3, honouring a single Range, If-Range and the validators.
 func (s *state) download(w http.ResponseWriter, r *http.Request, who identity) {
+	if s.expired(w, r, who) {
+		return
+	}
 	var doc fileDoc
 	fid, ok := s.findOwned(w, r, s.mp3s.Collection("fs.files"), r.URL.Query().Get("fid"), who, &doc)
 	if !ok {

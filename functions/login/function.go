@@ -49,6 +49,7 @@ var Settings = []Setting{
 	{Name: "LOGIN_MAX_FAILURES", Kind: KindInt, Default: "5", Min: "0", Max: "1048576", Meaning: "failed logins per email per window before 429 (0 turns it off)"},
 	{Name: "LOGIN_MAX_IP_FAILURES", Kind: KindInt, Default: "20", Min: "0", Max: "1048576", Meaning: "failed logins per client per window before 429 (0 turns it off)"},
 	{Name: "LOGIN_FAILURE_WINDOW", Kind: KindDuration, Default: "15m", Min: "1s", Meaning: "how long failed logins count"},
+	{Name: "K_SINK", Kind: KindURL, Meaning: "the broker ingress user.deleted goes to; a SinkBinding sets it on the cluster; unset: none is published"},
 	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For: the per-client limit counts the entry that many from the right"},
 }
 
@@ -71,7 +72,8 @@ type Function struct {
 	dummyHash []byte // compared against when the email is unknown, so both cases cost the same
 
 	limiter   *limiter
-	proxyHops int // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	proxyHops int    // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	sink      string // the broker ingress (K_SINK), "" for none
 }
 
 // New returns a Function whose routes are set; it serves 503 until Start has run.
@@ -227,7 +229,12 @@ func (f *Function) handleDeleteUser(ctx context.Context, w http.ResponseWriter, 
 	case err != nil:
 		f.storeUnavailable(w, err)
 	default:
-		f.log.Info("user deleted", "by", c.email, "email", r.PathValue("email"))
+		email := strings.ToLower(r.PathValue("email"))
+		f.log.Info("user deleted", "by", c.email, "email", email)
+		// The user is gone either way; their files go when sweep gets the event.
+		if err := f.publishUserDeleted(context.WithoutCancel(ctx), email, time.Now()); err != nil {
+			f.log.Error("user.deleted not published: their jobs and files stay until it is", "email", email, "err", err)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
@@ -279,6 +286,7 @@ func (f *Function) configure(cfg map[string]string) error {
 	f.limiter.maxPerIP = int(set.int("LOGIN_MAX_IP_FAILURES"))
 	f.limiter.window = set.duration("LOGIN_FAILURE_WINDOW")
 	f.proxyHops = int(set.int("TRUSTED_PROXY_HOPS"))
+	f.sink = set.text("K_SINK")
 	random := make([]byte, 32)
 	rand.Read(random)
 	if f.dummyHash, err = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(random)), f.cost); err != nil {

@@ -15,6 +15,7 @@ import (
 const (
 	reasonNeverStarted = "the conversion never started, please upload again"
 	reasonStuck        = "the conversion did not finish, please upload again"
+	reasonExpired      = "the MP3 was deleted after the retention period"
 )
 
 // job is the part of a jobs document the sweep reads (events/job.schema.json). The sweep's

@@ -29,7 +29,8 @@ func (rt *runtime) expireMP3s(ctx context.Context, c *counts) error {
 	}
 	for _, f := range files {
 		_, err := rt.jobs().UpdateOne(ctx, bson.D{{Key: "_id", Value: f.ID}, {Key: "state", Value: JobDone}}, bson.D{
-			{Key: "$set", Value: bson.D{{Key: "state", Value: JobExpired}, {Key: "expired_at", Value: now}, {Key: "updated_at", Value: now}}}})
+			{Key: "$set", Value: bson.D{{Key: "state", Value: JobExpired}, {Key: "reason", Value: reasonExpired},
+				{Key: "expired_at", Value: now}, {Key: "updated_at", Value: now}}}})
 		if err != nil {
 			return err
 		}

@@ -227,6 +227,12 @@ func (p *PingSource) Validate(ctx context.Context) *apis.FieldError {
 	return errs.Also(duckv1.ValidateDestination(ctx, p.Spec.Sink).ViaField("spec.sink"))
 }
 
+// EventSource is the CloudEvents source of the PingSource's events, as
+// eventing's adapter sets it.
+func (p *PingSource) EventSource() string {
+	return "/apis/v1/namespaces/" + NamespaceOf(&p.ObjectMeta) + "/pingsources/" + p.Name
+}
+
 // ParseSchedule reads the schedule as eventing's receive adapter does: a
 // standard five-field cron expression (or a descriptor such as @every 1m),
 // in spec.timezone when set.

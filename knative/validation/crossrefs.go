@@ -140,7 +140,7 @@ func (m *Manifests) triggerRefs(t *model.Trigger, eventTypes []string) *apis.Fie
 func (m *Manifests) pingTrigger(t *model.Trigger) *apis.FieldError {
 	src := t.Spec.Filter.Attributes["source"]
 	for _, p := range m.PingSources() {
-		if src != PingSourceSource(p) {
+		if src != p.EventSource() {
 			continue
 		}
 		if r := p.Spec.Sink.Ref; r == nil || r.Kind != "Broker" || r.Name != t.Spec.Broker {
@@ -151,11 +151,6 @@ func (m *Manifests) pingTrigger(t *model.Trigger) *apis.FieldError {
 	}
 	return apis.ErrInvalidValue(src, "spec.filter.attributes.source",
 		"a Trigger of dev.knative.sources.ping filters on the source of a PingSource of knative/: /apis/v1/namespaces/"+Namespace+"/pingsources/<name>")
-}
-
-// PingSourceSource is the CloudEvents source of a PingSource's events.
-func PingSourceSource(p *model.PingSource) string {
-	return "/apis/v1/namespaces/" + model.NamespaceOf(&p.ObjectMeta) + "/pingsources/" + p.Name
 }
 
 // destinationRef checks that a Destination's ref names an object of the
