@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,9 +72,10 @@ type Function struct {
 	cost      int
 	dummyHash []byte // compared against when the email is unknown, so both cases cost the same
 
-	limiter   *limiter
-	proxyHops int    // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
-	sink      string // the broker ingress (K_SINK), "" for none
+	limiter     *limiter
+	proxyHops   int           // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	bcryptSlots chan struct{} // bounds the password comparisons running at once
+	sink        string        // the broker ingress (K_SINK), "" for none
 }
 
 // New returns a Function whose routes are set; it serves 503 until Start has run.
@@ -82,6 +84,10 @@ func New() *Function {
 		log:     slog.Default().With("function", "login"),
 		mux:     http.NewServeMux(),
 		limiter: newLimiter(5, 20, 15*time.Minute),
+		// As many bcrypt comparisons at once as there are CPUs: more only queue for
+		// the CPU, and 200 runnable comparisons starve the user lookups of other
+		// logins past dbTimeout (503). Waiting here costs no CPU.
+		bcryptSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	f.mux.HandleFunc("POST /login", f.handleLogin)
 	f.mux.HandleFunc("/login", methodNotAllowed("POST"))
@@ -328,7 +334,9 @@ func (f *Function) passwordMatches(hash []byte, password string) bool {
 	if tooLong {
 		password = password[:maxPasswordLen]
 	}
+	f.bcryptSlots <- struct{}{}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
+	<-f.bcryptSlots
 	return err == nil && exists && !tooLong
 }
 
