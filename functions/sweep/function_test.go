@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -572,5 +575,43 @@ func TestHandle(t *testing.T) {
 		if err := New().Start(context.Background(), cfg); err == nil {
 			t.Errorf("Start accepted %v", env)
 		}
+	}
+}
+
+// The events the sweep sends and reads match the contracts in events/.
+func TestEventsMatchTheContracts(t *testing.T) {
+	c := jsonschema.NewCompiler()
+	check := func(name string, data []byte) {
+		t.Helper()
+		s, err := c.Compile(filepath.Join("..", "..", "events", name+".schema.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Validate(v); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	j := job{ID: bson.NewObjectID(), Username: "ada@example.com", Filename: "holiday.mp4", ContentType: "video/mp4", Size: 1234}
+	check("video.uploaded", uploadedEvent(j).Data())
+	var mp3 storedMP3
+	mp3.Filename, mp3.Length, mp3.Metadata.DurationSeconds = "holiday.mp3", 4000, 2.5
+	check("mp3.converted", convertedEvent(j, mp3).Data())
+	j.Reason = reasonNeverStarted
+	check("conversion.failed", failedEvent(j).Data())
+
+	example, err := os.ReadFile(filepath.Join("..", "..", "events", "user.deleted.example.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("user.deleted", example)
+	e := event.New()
+	_ = e.SetData(event.ApplicationJSON, example)
+	var d userDeletedData
+	if err := decodeUserDeleted(e, &d); err != nil || d.Username != "ada@example.com" {
+		t.Fatalf("the example does not decode: %+v %v", d, err)
 	}
 }

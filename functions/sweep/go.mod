@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/FerretDB/FerretDB v1.24.2
 	github.com/cloudevents/sdk-go/v2 v2.16.2
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	go.mongodb.org/mongo-driver/v2 v2.10.0
 )
 
