@@ -319,11 +319,36 @@ type jobDoc struct {
 
 func (e *testEnv) job(t testing.TB, fid bson.ObjectID) jobDoc {
 	t.Helper()
+	var raw bson.Raw
+	if err := e.db.Collection("jobs").FindOne(context.Background(), bson.D{{Key: "_id", Value: fid}}).Decode(&raw); err != nil {
+		t.Fatal("job:", err)
+	}
+	validateJob(t, raw)
 	var j jobDoc
-	if err := e.db.Collection("jobs").FindOne(context.Background(), bson.D{{Key: "_id", Value: fid}}).Decode(&j); err != nil {
+	if err := bson.Unmarshal(raw, &j); err != nil {
 		t.Fatal("job:", err)
 	}
 	return j
+}
+
+// validateJob checks a jobs document against ../../events/job/schema.json, the job contract.
+func validateJob(t testing.TB, doc bson.Raw) {
+	t.Helper()
+	data, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch, err := jsonschema.NewCompiler().Compile("../../events/job/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		t.Errorf("job %s does not match events/job/schema.json: %v", data, err)
+	}
 }
 
 func validateEventData(t testing.TB, data []byte) {
