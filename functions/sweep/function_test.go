@@ -159,6 +159,30 @@ func (fx *fixture) job(id bson.ObjectID) bson.M {
 	return m
 }
 
+// checkJobSchema holds the job document against the contract, events/job/schema.json.
+func (fx *fixture) checkJobSchema(id bson.ObjectID) {
+	fx.t.Helper()
+	var raw bson.Raw
+	if err := fx.rt.jobs().FindOne(context.Background(), bson.D{{Key: "_id", Value: id}}).Decode(&raw); err != nil {
+		fx.t.Fatal(err)
+	}
+	ext, err := bson.MarshalExtJSON(raw, false, false)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	s, err := jsonschema.NewCompiler().Compile(filepath.Join("..", "..", "events", "job", "schema.json"))
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(ext))
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	if err := s.Validate(v); err != nil {
+		fx.t.Errorf("job %s does not match events/job/schema.json: %v\n%s", id.Hex(), err, ext)
+	}
+}
+
 func ids(es []event.Event) []string {
 	var out []string
 	for _, e := range es {
@@ -218,7 +242,8 @@ func TestStalledUploadIsRedrivenThenFailed(t *testing.T) {
 	if j["state"] != string(JobFailed) || j["reason"] != reasonNeverStarted {
 		t.Fatalf("job %v", j)
 	}
-	_ = fresh
+	fx.checkJobSchema(stalled)
+	fx.checkJobSchema(fresh)
 }
 
 func TestLiveClaimIsLeftAlone(t *testing.T) {
@@ -292,6 +317,8 @@ func TestFinishedJobsNeverNotifiedAreSentAgain(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("events %v", got)
 	}
+	fx.checkJobSchema(done)
+	fx.checkJobSchema(failed)
 	fx.later(time.Minute)
 	if c := fx.run(); c.Renotified != 0 {
 		t.Fatalf("sent again within the period: %+v", c)
@@ -311,6 +338,7 @@ func TestRetentionExpiresOldMP3s(t *testing.T) {
 	if s := fx.job(old)["state"]; s != string(JobExpired) {
 		t.Fatalf("old job %v", s)
 	}
+	fx.checkJobSchema(old)
 	if fx.count(fx.rt.mp3s().Collection("fs.files"), bson.D{{Key: "_id", Value: old}}) != 0 ||
 		fx.count(fx.rt.mp3s().Collection("fs.chunks"), bson.D{{Key: "files_id", Value: old}}) != 0 {
 		t.Fatal("the expired MP3 is still stored")

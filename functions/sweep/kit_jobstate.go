@@ -3,7 +3,7 @@
 package function
 
 // JobState is the state of a conversion job: the "state" field of a jobs document, whose
-// contract is events/job.schema.json (events/README.md says which function moves it where).
+// contract is events/job/schema.json (events/README.md says which function moves it where).
 type JobState string
 
 const (
