@@ -38,7 +38,7 @@ func (b *bench) auth(ctx context.Context) (*section, error) {
 	validateURL := s.Functions["validate"] + "/validate"
 	validateReq := func() *http.Request {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, validateURL, nil)
-		req.Header.Set("Authorization", "Bearer "+s.token)
+		req.Header.Set("Authorization", "Bearer "+s.AdminToken)
 		return req
 	}
 	// The trivial handler answers what validate answers, byte for byte.
@@ -58,7 +58,7 @@ func (b *bench) auth(ctx context.Context) (*section, error) {
 	defer trivial.Close()
 	trivialReq := func() *http.Request {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/validate", nil)
-		req.Header.Set("Authorization", "Bearer "+s.token)
+		req.Header.Set("Authorization", "Bearer "+s.AdminToken)
 		return req
 	}
 	// validate again, without MYSQL_DSN: signature and claims only.
@@ -69,7 +69,7 @@ func (b *bench) auth(ctx context.Context) (*section, error) {
 	defer stopCrypto()
 	cryptoReq := func() *http.Request {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cryptoURL+"/validate", nil)
-		req.Header.Set("Authorization", "Bearer "+s.token)
+		req.Header.Set("Authorization", "Bearer "+s.AdminToken)
 		return req
 	}
 	loginReq := func() *http.Request {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mp3converter/internal/local/broker"
+	"mp3converter/internal/stacktest"
 	"mp3converter/knative"
 )
 
@@ -18,7 +19,7 @@ func TestWithoutConvertTrigger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := withoutConvertTrigger()
+	fsys, err := stacktest.Manifests(withoutConvertTrigger)
 	if err != nil {
 		t.Fatal(err)
 	}

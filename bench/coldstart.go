@@ -69,17 +69,17 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 		case "validate":
 			return func(base string) error {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/validate", nil)
-				req.Header.Set("Authorization", "Bearer "+s.token)
+				req.Header.Set("Authorization", "Bearer "+s.AdminToken)
 				return expect200(req)
 			}, "POST /validate", nil
 		case "login":
 			return func(base string) error { _, err := login(ctx, base); return err }, "POST /login", nil
 		case "upload":
-			return func(base string) error { _, _, err := uploadFile(ctx, base, s.token, clip.path); return err },
+			return func(base string) error { _, _, err := uploadFile(ctx, base, s.AdminToken, clip.path); return err },
 				"POST /upload of the " + clip.label + " clip (" + mib(clip.size) + ")", nil
 		case "download":
 			return func(base string) error {
-				n, err := downloadTo(ctx, base, s.token, mp3ID.Hex(), io.Discard)
+				n, err := downloadTo(ctx, base, s.AdminToken, mp3ID.Hex(), io.Discard)
 				if err == nil && n != 1<<20 {
 					err = fmt.Errorf("downloaded %d bytes", n)
 				}
@@ -87,7 +87,7 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 			}, "GET /download of a 1 MiB MP3", nil
 		case "convert":
 			// Uploaded through the stack, whose Broker routes the event nowhere.
-			fid, _, err := uploadFile(ctx, s.URL, s.token, clip.path)
+			fid, _, err := uploadFile(ctx, s.URL, s.AdminToken, clip.path)
 			if err != nil {
 				return nil, "", err
 			}

@@ -31,11 +31,11 @@ func (b *bench) concurrency(ctx context.Context) (*section, error) {
 	var single samples
 	for i := range b.opts.runs {
 		t0 := time.Now()
-		fid, _, err := uploadFile(ctx, s.URL, s.token, clip.path)
+		fid, _, err := uploadFile(ctx, s.URL, s.AdminToken, clip.path)
 		if err != nil {
 			return nil, err
 		}
-		done, err := waitDone(ctx, s.URL, s.token, fid, 5*time.Minute)
+		done, err := waitDone(ctx, s.URL, s.AdminToken, fid, 5*time.Minute)
 		if err != nil {
 			return nil, err
 		}
@@ -66,7 +66,7 @@ func (b *bench) concurrency(ctx context.Context) (*section, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				fids[k], _, errs[k] = uploadFile(ctx, s.URL, s.token, clip.path)
+				fids[k], _, errs[k] = uploadFile(ctx, s.URL, s.AdminToken, clip.path)
 			}()
 		}
 		wg.Wait()
@@ -77,7 +77,7 @@ func (b *bench) concurrency(ctx context.Context) (*section, error) {
 				return nil, fmt.Errorf("burst upload %d: %w", k, errs[k])
 			}
 			// In upload order: the last one seen done is the drain time (to within the poll interval).
-			done, err := waitDone(ctx, s.URL, s.token, fid, 10*time.Minute)
+			done, err := waitDone(ctx, s.URL, s.AdminToken, fid, 10*time.Minute)
 			if err != nil {
 				return nil, err
 			}

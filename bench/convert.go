@@ -115,11 +115,11 @@ func (b *bench) endToEnd(ctx context.Context, vids []*video, runsOf func(*video)
 			st, _ := os.Stat(filepath.Join(s.dir, "tmp", "bare.mp3"))
 			r.mp3Size = st.Size()
 			t0 := time.Now()
-			fid, at202, err := uploadFile(ctx, s.URL, s.token, v.path)
+			fid, at202, err := uploadFile(ctx, s.URL, s.AdminToken, v.path)
 			if err != nil {
 				return err
 			}
-			done, err := waitDone(ctx, s.URL, s.token, fid, 10*time.Minute)
+			done, err := waitDone(ctx, s.URL, s.AdminToken, fid, 10*time.Minute)
 			if err != nil {
 				return err
 			}
@@ -132,7 +132,7 @@ func (b *bench) endToEnd(ctx context.Context, vids []*video, runsOf func(*video)
 			if !ok {
 				return fmt.Errorf("convert never handled %s", fid)
 			}
-			if n, err := downloadTo(ctx, s.URL, s.token, fid, io.Discard); err != nil || n == 0 {
+			if n, err := downloadTo(ctx, s.URL, s.AdminToken, fid, io.Discard); err != nil || n == 0 {
 				return fmt.Errorf("the MP3 of %s is not downloadable: %d bytes, %v", fid, n, err)
 			}
 			r.bare = append(r.bare, bare)
@@ -161,7 +161,7 @@ func (b *bench) convertAlone(ctx context.Context, vids []*video, runsOf func(*vi
 			if err := b.convertStages(ctx, s, v, r); err != nil {
 				return err
 			}
-			fid, _, err := uploadFile(ctx, s.URL, s.token, v.path)
+			fid, _, err := uploadFile(ctx, s.URL, s.AdminToken, v.path)
 			if err != nil {
 				return err
 			}
@@ -192,7 +192,7 @@ func (b *bench) convertAlone(ctx context.Context, vids []*video, runsOf func(*vi
 // convertStages does convert's work step by step on an uploaded copy of v
 // and records how long each step took.
 func (b *bench) convertStages(ctx context.Context, s *localStack, v *video, r *convRuns) error {
-	fid, _, err := uploadFile(ctx, s.URL, s.token, v.path)
+	fid, _, err := uploadFile(ctx, s.URL, s.AdminToken, v.path)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,30 +11,28 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing/fstest"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"mp3converter/internal/local/stack"
-	"mp3converter/knative"
+	"mp3converter/internal/client"
+	"mp3converter/internal/stacktest"
 )
 
 const (
-	adminEmail    = "bench@example.com"
-	adminPassword = "bench-password-1"
+	adminEmail    = stacktest.AdminEmail
+	adminPassword = stacktest.AdminPassword
 	bcryptCost    = "10" // knative/config.yaml's BCRYPT_COST, and login's default
 	chunkSize     = 128 * 1024
 )
 
-// localStack is the whole system in this process (internal/local/stack), on a
+// localStack is the whole system in this process (internal/stacktest), on a
 // fresh data directory: its own FerretDB files, so an empty database.
 type localStack struct {
-	*stack.Stack
+	*stacktest.Stack
 	dir   string
-	token string // the admin's
 	mongo *mongo.Client
 }
 
@@ -53,43 +50,26 @@ func (b *bench) startStackWith(ctx context.Context, name string, withConvert boo
 		return nil, err
 	}
 	dir, _ = filepath.Abs(dir)
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return nil, err
-	}
 	var manifests fs.FS
 	if !withConvert {
-		if manifests, err = withoutConvertTrigger(); err != nil {
+		if manifests, err = stacktest.Manifests(withoutConvertTrigger); err != nil {
 			return nil, err
 		}
 	}
-	s, err := stack.Start(ctx, stack.Config{
-		Addr:    "127.0.0.1:0",
-		DataDir: dir,
+	s, err := stacktest.New(ctx, dir, stacktest.Options{
 		Env: map[string]string{
-			"PATH":                os.Getenv("PATH"),
-			"HOME":                os.Getenv("HOME"),
-			"TMPDIR":              tmp,
-			"MP3C_ADMIN_EMAIL":    adminEmail,
-			"MP3C_ADMIN_PASSWORD": adminPassword,
-			"BCRYPT_COST":         bcryptCost,
+			"HOME":        os.Getenv("HOME"),
+			"BCRYPT_COST": bcryptCost,
+			// What is measured: the embedded stand-ins and the in-memory
+			// broker, whatever this shell's environment names.
+			"MYSQL_DSN": "", "MONGODB_URI": "", "RABBITMQ_URL": "",
 		},
 		Logger:    slog.Default(),
 		Manifests: manifests,
 		Instances: instances,
 	})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
 	ls := &localStack{Stack: s, dir: dir}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := s.WaitReady(rctx); err != nil {
-		ls.close()
-		return nil, err
-	}
-	if ls.token, err = login(rctx, s.URL); err != nil {
+	if err != nil {
 		ls.close()
 		return nil, err
 	}
@@ -111,37 +91,24 @@ func (s *localStack) close() {
 	os.RemoveAll(s.dir)
 }
 
-// withoutConvertTrigger is knative/ with the convert Trigger's filter on an
-// event type nobody sends.
-func withoutConvertTrigger() (fs.FS, error) {
-	out := fstest.MapFS{}
-	err := fs.WalkDir(knative.Manifests, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+// withoutConvertTrigger rewrites knative/ so that the convert Trigger's
+// filter is on an event type nobody sends.
+func withoutConvertTrigger(path, text string) (string, error) {
+	if path != "triggers.yaml" {
+		return text, nil
+	}
+	docs := strings.Split(text, "\n---")
+	changed := false
+	for i, doc := range docs {
+		if strings.Contains(doc, "name: convert\n") && strings.Contains(doc, "kind: Trigger") {
+			docs[i] = strings.Replace(doc, "type: dev.mp3converter.video.uploaded", "type: dev.mp3converter.video.uploaded.bench-not-routed", 1)
+			changed = docs[i] != doc
 		}
-		data, err := fs.ReadFile(knative.Manifests, path)
-		if err != nil {
-			return err
-		}
-		text := string(data)
-		if path == "triggers.yaml" {
-			docs := strings.Split(text, "\n---")
-			changed := false
-			for i, doc := range docs {
-				if strings.Contains(doc, "name: convert\n") && strings.Contains(doc, "kind: Trigger") {
-					docs[i] = strings.Replace(doc, "type: dev.mp3converter.video.uploaded", "type: dev.mp3converter.video.uploaded.bench-not-routed", 1)
-					changed = docs[i] != doc
-				}
-			}
-			if !changed {
-				return errors.New("knative/triggers.yaml: no convert Trigger filtering video.uploaded to disable")
-			}
-			text = strings.Join(docs, "\n---")
-		}
-		out[path] = &fstest.MapFile{Data: []byte(text)}
-		return nil
-	})
-	return out, err
+	}
+	if !changed {
+		return "", errors.New("knative/triggers.yaml: no convert Trigger filtering video.uploaded to disable")
+	}
+	return strings.Join(docs, "\n---"), nil
 }
 
 func connectMongo(uri string) (*mongo.Client, error) {
@@ -155,37 +122,18 @@ var httpClient = &http.Client{Transport: &http.Transport{
 	MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second, DisableCompression: true,
 }}
 
-// login returns a token for the admin.
-func login(ctx context.Context, base string) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/login", nil)
-	req.SetBasicAuth(adminEmail, adminPassword)
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := doJSON(req, http.StatusOK, &out); err != nil {
-		return "", fmt.Errorf("login: %w", err)
-	}
-	return out.AccessToken, nil
+// api is a client of the server at base with token, on httpClient.
+func api(base, token string) *client.Client {
+	return &client.Client{Server: base, Token: token, HTTP: httpClient}
 }
 
-// doJSON sends req and decodes a JSON answer with the wanted status.
-func doJSON(req *http.Request, want int, out any) error {
-	resp, err := httpClient.Do(req)
+// login returns a token for the admin.
+func login(ctx context.Context, base string) (string, error) {
+	tok, err := api(base, "").Login(ctx, adminEmail, adminPassword)
 	if err != nil {
-		return err
+		return "", fmt.Errorf("login: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	if out != nil {
-		return json.Unmarshal(body, out)
-	}
-	return nil
+	return tok.AccessToken, nil
 }
 
 // uploadFile posts a file as a raw video/mp4 body to base/upload and returns
@@ -204,31 +152,17 @@ func uploadFile(ctx context.Context, base, token, path string) (string, time.Tim
 }
 
 func uploadBody(ctx context.Context, base, token, name string, body io.Reader, size int64) (string, time.Time, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/upload?filename="+name, body)
+	up, err := api(base, token).Upload(ctx, body, size, name, "video/mp4")
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	req.ContentLength = size
-	req.Header.Set("Content-Type", "video/mp4")
-	req.Header.Set("Authorization", "Bearer "+token)
-	var out struct {
-		VideoFID string `json:"video_fid"`
-	}
-	if err := doJSON(req, http.StatusAccepted, &out); err != nil {
-		return "", time.Time{}, err
-	}
-	return out.VideoFID, time.Now(), nil
+	return up.VideoFID, time.Now(), nil
 }
 
 // jobState asks GET /jobs/{fid}.
 func jobState(ctx context.Context, base, token, fid string) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/jobs/"+fid, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	var job struct {
-		State  string `json:"state"`
-		Reason string `json:"reason"`
-	}
-	if err := doJSON(req, http.StatusOK, &job); err != nil {
+	job, err := api(base, token).Job(ctx, fid)
+	if err != nil {
 		return "", err
 	}
 	if job.State == "failed" {
@@ -280,18 +214,12 @@ func waitMail(ctx context.Context, s *localStack, fid string, limit time.Duratio
 
 // downloadTo GETs base/download?fid= into w and returns the byte count.
 func downloadTo(ctx context.Context, base, token, fid string, w io.Writer) (int64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/download?fid="+fid, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := httpClient.Do(req)
+	d, err := api(base, token).OpenDownload(ctx, fid, 0, "")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("download %s: %w", fid, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return 0, fmt.Errorf("download %s: %d %s", fid, resp.StatusCode, b)
-	}
-	return io.Copy(w, resp.Body)
+	defer d.Body.Close()
+	return io.Copy(w, d.Body)
 }
 
 // jobDoc reads a job as upload stored it.

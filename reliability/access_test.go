@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"mp3converter/internal/stacktest"
 )
 
 // A user cannot see, download or learn the existence of another user's job
@@ -17,12 +19,12 @@ import (
 func TestOthersJobsAndMP3sLookMissing(t *testing.T) {
 	r := record(t, "access: another user's job and MP3 look missing; admin sees them")
 	s := sharedSystem(t)
-	suffix := randomHex(3)
-	alice := s.addUser(t, "alice-"+suffix+"@example.com")
-	bob := s.addUser(t, "bob-"+suffix+"@example.com")
+	suffix := stacktest.RandomHex(3)
+	alice := s.AddUser(t, "alice-"+suffix+"@example.com")
+	bob := s.AddUser(t, "bob-"+suffix+"@example.com")
 
-	fid := s.mustUpload(t, alice, clip(t, 2), "alice-"+suffix+".mp4")
-	if job := s.waitJob(t, alice, fid, 2*time.Minute); job["state"] != "done" {
+	fid := s.Upload(t, alice, clip(t, 2), "alice-"+suffix+".mp4")
+	if job := s.WaitJob(t, alice, fid, 2*time.Minute); job.State != "done" {
 		t.Fatalf("alice's job = %v", job)
 	}
 	missing := bson.NewObjectID().Hex()
@@ -42,7 +44,7 @@ func TestOthersJobsAndMP3sLookMissing(t *testing.T) {
 				existing, existing.header, absent, absent.header)
 		}
 		// The owner and an admin do get it.
-		for who, token := range map[string]string{"owner": alice, "admin": s.adminToken} {
+		for who, token := range map[string]string{"owner": alice, "admin": s.AdminToken} {
 			r.Runs++
 			if a := s.do(probe.method, strings.Replace(probe.path, "%s", fid, 1), token, nil); a.status != http.StatusOK {
 				r.Failures++
@@ -60,7 +62,7 @@ func TestOthersJobsAndMP3sLookMissing(t *testing.T) {
 		}
 	}
 	r.Runs++
-	if a := s.do("GET", "/jobs?all=true&limit=100", s.adminToken, nil); !bytes.Contains(a.body, []byte(fid)) {
+	if a := s.do("GET", "/jobs?all=true&limit=100", s.AdminToken, nil); !bytes.Contains(a.body, []byte(fid)) {
 		r.Failures++
 		t.Errorf("admin's /jobs?all=true does not list alice's job: %s", a)
 	}
@@ -87,12 +89,12 @@ func sameAnswer(a, b answer) bool {
 func TestDeletedUsersTokensStopWorking(t *testing.T) {
 	r := record(t, "access: a deleted user's token stops working within VALIDATE_CACHE_TTL")
 	s := sharedSystem(t)
-	email := "carol-" + randomHex(3) + "@example.com"
-	carol := s.addUser(t, email)
+	email := "carol-" + stacktest.RandomHex(3) + "@example.com"
+	carol := s.AddUser(t, email)
 	if a := s.do("GET", "/jobs", carol, nil); a.status != http.StatusOK { // now cached by download
 		t.Fatalf("carol's /jobs before: %s", a)
 	}
-	if a := s.do("DELETE", "/users/"+email, s.adminToken, nil); a.status != http.StatusNoContent {
+	if a := s.do("DELETE", "/users/"+email, s.AdminToken, nil); a.status != http.StatusNoContent {
 		t.Fatalf("deleting carol: %s", a)
 	}
 	deleted := time.Now()

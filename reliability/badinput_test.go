@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"mp3converter/internal/stacktest"
 )
 
 // Bad input the function tests do not already cover, sent to the whole
@@ -32,27 +34,27 @@ import (
 func TestLoginBadCredentials(t *testing.T) {
 	r := record(t, "bad input: SQL metacharacters and 10 KB strings in Basic auth")
 	s := sharedSystem(t)
-	email := "dave-" + randomHex(3) + "@example.com"
-	s.addUser(t, email)
-	usersBefore := s.do("GET", "/users", s.adminToken, nil)
+	email := "dave-" + stacktest.RandomHex(3) + "@example.com"
+	s.AddUser(t, email)
+	usersBefore := s.do("GET", "/users", s.AdminToken, nil)
 
 	long := strings.Repeat("a", 10<<10)
 	cases := []struct{ email, password string }{
 		{"' OR '1'='1", "' OR '1'='1"},
-		{email + "' --", userPassword},
-		{email + "'; DROP TABLE users; --", userPassword},
+		{email + "' --", stacktest.UserPassword},
+		{email + "'; DROP TABLE users; --", stacktest.UserPassword},
 		{`" OR ""="`, `" OR ""="`},
-		{"%", userPassword},
-		{"%@example.com", userPassword},
-		{"_" + email[1:], userPassword},
-		{email + "\x00", userPassword},
+		{"%", stacktest.UserPassword},
+		{"%@example.com", stacktest.UserPassword},
+		{"_" + email[1:], stacktest.UserPassword},
+		{email + "\x00", stacktest.UserPassword},
 		{email, "' OR '1'='1"},
 		{email, "') OR ('1'='1"},
-		{email, userPassword + "' OR '1'='1"},
-		{long + "@example.com", userPassword},
+		{email, stacktest.UserPassword + "' OR '1'='1"},
+		{long + "@example.com", stacktest.UserPassword},
 		{email, long},
 		{long, long},
-		{adminEmail, "x' UNION SELECT id, '$2a$04$abcdefghijklmnopqrstuu', 1 FROM users --"},
+		{stacktest.AdminEmail, "x' UNION SELECT id, '$2a$04$abcdefghijklmnopqrstuu', 1 FROM users --"},
 	}
 	for _, c := range cases {
 		r.Runs++
@@ -65,11 +67,11 @@ func TestLoginBadCredentials(t *testing.T) {
 	}
 	// Nothing was changed: the same users, and both still log in.
 	r.Runs++
-	if after := s.do("GET", "/users", s.adminToken, nil); !bytes.Equal(after.body, usersBefore.body) {
+	if after := s.do("GET", "/users", s.AdminToken, nil); !bytes.Equal(after.body, usersBefore.body) {
 		r.Failures++
 		t.Errorf("users changed:\nbefore %s\nafter  %s", usersBefore, after)
 	}
-	for _, u := range [][2]string{{email, userPassword}, {adminEmail, adminPassword}} {
+	for _, u := range [][2]string{{email, stacktest.UserPassword}, {stacktest.AdminEmail, stacktest.AdminPassword}} {
 		r.Runs++
 		if tok, a := s.login(u[0], u[1]); tok == "" {
 			r.Failures++
@@ -85,7 +87,7 @@ func TestLoginBadCredentials(t *testing.T) {
 func TestBadTokensEverywhere(t *testing.T) {
 	r := record(t, "bad input: bad tokens at validate, upload, download and the admin API")
 	s := sharedSystem(t)
-	claims := tokenClaims(t, s.adminToken)
+	claims := tokenClaims(t, s.AdminToken)
 	key := signingKey(t, s)
 	now := time.Now()
 	with := func(changes jwt.MapClaims) jwt.MapClaims {
@@ -101,13 +103,13 @@ func TestBadTokensEverywhere(t *testing.T) {
 	rs := func(c jwt.MapClaims) string { return sign(t, jwt.SigningMethodRS256, key, c) }
 	public, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	publicPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: public})
-	segments := strings.Split(s.adminToken, ".")
+	segments := strings.Split(s.AdminToken, ".")
 	noneHeader := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
 
 	cases := []struct{ name, token string }{
 		{"none", ""},
 		{"garbage", "garbage"},
-		{"truncated", s.adminToken[:len(s.adminToken)-10]},
+		{"truncated", s.AdminToken[:len(s.AdminToken)-10]},
 		{"payload of another token", segments[0] + "." + strings.Split(rs(with(jwt.MapClaims{"admin": true, "sub": "999"})), ".")[1] + "." + segments[2]},
 		{"alg none", noneHeader + "." + segments[1] + "."},
 		{"alg none with the signature kept", noneHeader + "." + segments[1] + "." + segments[2]},
@@ -145,7 +147,7 @@ func TestBadTokensEverywhere(t *testing.T) {
 	// The control: the genuine token passes where the forged ones failed.
 	for _, e := range []struct{ method, path string }{{"POST", "/validate"}, {"GET", "/jobs"}, {"GET", "/users"}} {
 		r.Runs++
-		if a := s.do(e.method, e.path, s.adminToken, nil); a.status != http.StatusOK {
+		if a := s.do(e.method, e.path, s.AdminToken, nil); a.status != http.StatusOK {
 			r.Failures++
 			t.Errorf("genuine token: %s %s = %s", e.method, e.path, a)
 		}
@@ -177,7 +179,7 @@ func TestUploadLimitToTheByte(t *testing.T) {
 		if c.chunked {
 			body = io.MultiReader(body) // hides the length: sent chunked
 		}
-		a := s.do("POST", "/upload?filename=over.wav", s.adminToken, body, "Content-Type", "audio/wav")
+		a := s.do("POST", "/upload?filename=over.wav", s.AdminToken, body, "Content-Type", "audio/wav")
 		if a.status != http.StatusRequestEntityTooLarge || a.errorMessage() == "" {
 			r.Failures++
 			t.Errorf("%s: %s", c.name, a)
@@ -191,14 +193,14 @@ func TestUploadLimitToTheByte(t *testing.T) {
 		if chunked {
 			body = io.MultiReader(body)
 		}
-		a := s.do("POST", "/upload?filename=exact.wav", s.adminToken, body, "Content-Type", "audio/wav")
+		a := s.do("POST", "/upload?filename=exact.wav", s.AdminToken, body, "Content-Type", "audio/wav")
 		fid, _ := a.json()["video_fid"].(string)
 		if a.status != http.StatusAccepted {
 			r.Failures++
 			t.Errorf("exactly %d bytes (chunked %v): %s", sharedMaxUpload, chunked, a)
 			continue
 		}
-		if job := s.waitJob(t, s.adminToken, fid, 2*time.Minute); job["state"] != "done" || job["size"] != float64(sharedMaxUpload) {
+		if job := s.WaitJob(t, s.AdminToken, fid, 2*time.Minute); job.State != "done" || job.Size != sharedMaxUpload {
 			r.Failures++
 			t.Errorf("job of the exact upload: %v", job)
 		}
@@ -264,7 +266,7 @@ func TestClientAbortThroughTheGateway(t *testing.T) {
 	before := s.quiet(t)
 	big := wav(800 << 10)
 	n := shared.upload.count()
-	conn := rawUpload(t, s.URL, s.adminToken, fmt.Sprint(len(big)))
+	conn := rawUpload(t, s.URL, s.AdminToken, fmt.Sprint(len(big)))
 	if _, err := conn.Write(big[:300<<10]); err != nil {
 		t.Fatal(err)
 	}
@@ -328,12 +330,12 @@ func TestTwentyAudioStreamsFirstIsConverted(t *testing.T) {
 	path := mediaFile(t, "twenty-streams.mkv", args...)
 
 	r.Runs++
-	fid := s.mustUpload(t, s.adminToken, path, "twenty-streams.mkv")
-	job := s.waitJob(t, s.adminToken, fid, 2*time.Minute)
-	if job["state"] != "done" {
+	fid := s.Upload(t, s.AdminToken, path, "twenty-streams.mkv")
+	job := s.WaitJob(t, s.AdminToken, fid, 2*time.Minute)
+	if job.State != "done" {
 		t.Fatalf("job = %v", job)
 	}
-	mp3 := s.downloadMP3(t, s.adminToken, fid)
+	mp3 := s.DownloadMP3(t, s.AdminToken, fid)
 	codec, seconds, loudest := probeAudio(t, mp3)
 	r.figure("MP3: %s, %.2f s, max volume %.1f dB", codec, seconds, loudest)
 	if codec != "mp3" || seconds < 1.8 || seconds > 2.5 || loudest < -30 {
@@ -351,31 +353,17 @@ func TestHourOfSilenceConverts(t *testing.T) {
 		"-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono:d=3600",
 		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "8k", "-shortest")
 	r.Runs++
-	fid := s.mustUpload(t, s.adminToken, path, "silence-1h.mp4")
-	job := s.waitJob(t, s.adminToken, fid, 3*time.Minute)
-	if job["state"] != "done" {
+	fid := s.Upload(t, s.AdminToken, path, "silence-1h.mp4")
+	job := s.WaitJob(t, s.AdminToken, fid, 3*time.Minute)
+	if job.State != "done" {
 		t.Fatalf("job = %v", job)
 	}
-	codec, seconds, _ := probeAudio(t, s.downloadMP3(t, s.adminToken, fid))
-	r.figure("MP3: %s, %.0f s; job duration_seconds %v", codec, seconds, job["duration_seconds"])
+	codec, seconds, _ := probeAudio(t, s.DownloadMP3(t, s.AdminToken, fid))
+	r.figure("MP3: %s, %.0f s; job duration_seconds %v", codec, seconds, job.DurationSeconds)
 	if codec != "mp3" || seconds < 3599 || seconds > 3601 {
 		r.Failures++
 		t.Errorf("MP3 of %s, %.1f s, want an hour", codec, seconds)
 	}
-}
-
-// downloadMP3 saves the MP3 of fid into a temporary file.
-func (s *system) downloadMP3(t testing.TB, token, fid string) string {
-	t.Helper()
-	a := s.do("GET", "/download?fid="+fid, token, nil)
-	if a.status != http.StatusOK || a.header.Get("Content-Type") != "audio/mpeg" {
-		t.Fatalf("download %s: %s", fid, a)
-	}
-	path := filepath.Join(t.TempDir(), fid+".mp3")
-	if err := os.WriteFile(path, a.body, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // --- tokens ---
@@ -393,7 +381,7 @@ func tokenClaims(t *testing.T, token string) jwt.MapClaims {
 // signingKey is the system's RS256 key (the stack keeps it in its data dir).
 func signingKey(t *testing.T, s *system) *rsa.PrivateKey {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.dataDir, "jwt-private.pem"))
+	b, err := os.ReadFile(filepath.Join(s.DataDir, "jwt-private.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}

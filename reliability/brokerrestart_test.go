@@ -31,18 +31,18 @@ func TestBrokerConnectionsDropped(t *testing.T) {
 
 	convertFn, notifyFn := watch(convert.New()), newWatchedNotify()
 	s := newSystem(t, sysOptions{rabbit: true, instances: map[string]any{"convert": convertFn, "notify": notifyFn}})
-	b := s.uploadBatch(s.adminToken, clip(t, 20), "drop", uploads, 4)
+	b := s.uploadBatch(s.AdminToken, clip(t, 20), "drop", uploads, 4)
 	for i, at := range closeAt {
 		for deadline := time.Now().Add(3 * time.Minute); s.readyCount(b.fidsSoFar()) < at; time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("fewer than %d emails within 3 minutes", at)
 			}
 		}
-		closed := closeConnections(t, s.brokerPrefix)
+		closed := closeConnections(t, s.BrokerPrefix)
 		dropped := time.Now()
 		r.Runs++
 		// The stack reconnects by itself: its connection is back.
-		for deadline := dropped.Add(time.Minute); len(connections(t, s.brokerPrefix)) == 0; time.Sleep(200 * time.Millisecond) {
+		for deadline := dropped.Add(time.Minute); len(connections(t, s.BrokerPrefix)) == 0; time.Sleep(200 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				r.Failures++
 				t.Fatalf("drop %d: no connection again within a minute", i+1)
@@ -54,7 +54,7 @@ func TestBrokerConnectionsDropped(t *testing.T) {
 	fids := b.wait(t, 5*time.Minute)
 	s.settle(fids, 5*time.Minute)
 	r.Runs += len(fids)
-	s.Stack.Close()
+	s.Stack.Stack.Close()
 	s.audit(t, r, fids)
 	s.auditQueues(t, r)
 	if len(fids) != uploads {

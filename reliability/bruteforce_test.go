@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"mp3converter/internal/stacktest"
 )
 
 // Password guessing through the gateway, from distinct client addresses
@@ -62,7 +64,7 @@ func TestBruteForceOneAccount(t *testing.T) {
 	r := record(t, "brute force: failed logins for one account (per-account limit, then free again)")
 	s := bruteForceSystem(t)
 	email := "alice@example.com"
-	s.addUser(t, email)
+	s.AddUser(t, email)
 	attacker, owner := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
 
 	for i := 0; i < bfPerAccount; i++ {
@@ -73,12 +75,12 @@ func TestBruteForceOneAccount(t *testing.T) {
 		}
 	}
 	r.Runs += 2
-	if a := loginFrom(attacker, s.URL, email, userPassword); !refused(a) {
+	if a := loginFrom(attacker, s.URL, email, stacktest.UserPassword); !refused(a) {
 		r.Failures++
 		t.Errorf("the attacker's next try, even with the right password: %s %v", a, a.header)
 	}
 	locked := time.Now()
-	if a := loginFrom(owner, s.URL, email, userPassword); !refused(a) {
+	if a := loginFrom(owner, s.URL, email, stacktest.UserPassword); !refused(a) {
 		r.Failures++
 		t.Errorf("the owner while the account is locked: %s", a)
 	}
@@ -86,7 +88,7 @@ func TestBruteForceOneAccount(t *testing.T) {
 	r.Runs++
 	var a answer
 	for deadline := locked.Add(bfWindow + 10*time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if a = loginFrom(owner, s.URL, email, userPassword); a.status != http.StatusTooManyRequests {
+		if a = loginFrom(owner, s.URL, email, stacktest.UserPassword); a.status != http.StatusTooManyRequests {
 			break
 		}
 	}
@@ -102,7 +104,7 @@ func TestBruteForceOneAccount(t *testing.T) {
 func TestBruteForceOneClient(t *testing.T) {
 	r := record(t, "brute force: failed logins from one client across accounts (per-client limit)")
 	s := bruteForceSystem(t)
-	s.addUser(t, "bob@example.com")
+	s.AddUser(t, "bob@example.com")
 	attacker, other := clientFrom("127.0.0.4"), clientFrom("127.0.0.5")
 
 	for i := 0; i < bfPerClient; i++ {
@@ -122,7 +124,7 @@ func TestBruteForceOneClient(t *testing.T) {
 		r.Failures++
 		t.Errorf("the attacker's next guess with a forged X-Forwarded-For: %s", a)
 	}
-	if a := loginFrom(other, s.URL, "bob@example.com", userPassword); a.status != http.StatusOK {
+	if a := loginFrom(other, s.URL, "bob@example.com", stacktest.UserPassword); a.status != http.StatusOK {
 		r.Failures++
 		t.Errorf("another client, meanwhile: %s", a)
 	}
@@ -136,7 +138,7 @@ func TestBruteForcePerAccountHoldsWithForgedForwarding(t *testing.T) {
 	r := record(t, "brute force: per-account limit holds with forged X-Forwarded-For, straight to login")
 	s := bruteForceSystem(t)
 	email := "carol@example.com"
-	s.addUser(t, email)
+	s.AddUser(t, email)
 	direct := clientFrom("127.0.0.6")
 	for i := 0; i < bfPerAccount; i++ {
 		r.Runs++
@@ -147,7 +149,7 @@ func TestBruteForcePerAccountHoldsWithForgedForwarding(t *testing.T) {
 		}
 	}
 	r.Runs++
-	if a := loginFrom(direct, s.Functions["login"], email, userPassword, "X-Forwarded-For", "198.51.100.99"); !refused(a) {
+	if a := loginFrom(direct, s.Functions["login"], email, stacktest.UserPassword, "X-Forwarded-For", "198.51.100.99"); !refused(a) {
 		r.Failures++
 		t.Errorf("after %d failures with forged forwarding: %s", bfPerAccount, a)
 	}

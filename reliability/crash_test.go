@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"mp3converter/internal/stacktest"
 )
 
 // The process hosting convert is killed (SIGKILL) in the middle of
@@ -30,30 +32,30 @@ func TestCrashConvertMidConversion(t *testing.T) {
 	// the video or running ffmpeg), or after ffmpeg (it is storing the MP3).
 	markers := []string{`"msg":"claimed the job"`, `"msg":"converted"`}
 
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	s := newSystem(t, sysOptions{rabbit: true, external: map[string]string{"convert": "http://" + addr}})
 	tmp := t.TempDir() // convert's TMPDIR: what killed processes leave there
 	env := map[string]string{
 		"PATH": os.Getenv("PATH"), "TMPDIR": tmp, "LISTEN_ADDRESS": addr, "MP3C_LOG_LEVEL": "info",
 		"MONGODB_URI": s.mongoURI, "MONGODB_DB_PREFIX": s.prefix, "CONVERT_LEASE": "3s",
 	}
-	start := func() *child {
+	start := func() *stacktest.Process {
 		c := startChild(t, env, "function", "convert")
-		waitReady(t, c, "http://"+addr+"/health/readiness", time.Minute)
+		c.WaitReady(t, "http://"+addr+"/health/readiness", time.Minute)
 		return c
 	}
 	convert := start()
 
-	b := s.uploadBatch(s.adminToken, clip(t, 20), "crash", uploads, 4)
+	b := s.uploadBatch(s.AdminToken, clip(t, 20), "crash", uploads, 4)
 	for i, at := range killAt {
 		for deadline := time.Now().Add(3 * time.Minute); s.readyCount(b.fidsSoFar()) < at; time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("fewer than %d emails within 3 minutes", at)
 			}
 		}
-		convert.drain() // the kill follows a marker logged from now on
-		line := convert.waitLog(t, markers[i%len(markers)], 2*time.Minute)
-		convert.kill()
+		convert.Drain() // the kill follows a marker logged from now on
+		line := convert.WaitLog(t, markers[i%len(markers)], 2*time.Minute)
+		convert.Kill()
 		r.Runs++
 		r.figure("kill %d after %d emails, at %s", i+1, at, logMessage(line))
 		convert = start()
@@ -61,8 +63,10 @@ func TestCrashConvertMidConversion(t *testing.T) {
 	fids := b.wait(t, 5*time.Minute)
 	s.settle(fids, 5*time.Minute)
 	r.Runs += len(fids)
-	convert.stop(t)
-	s.Stack.Close() // what is unacked goes back to its queue, for auditQueues
+	if err := convert.Stop(); err != nil {
+		t.Error(err)
+	}
+	s.Stack.Stack.Close() // what is unacked goes back to its queue, for auditQueues
 	s.audit(t, r, fids)
 	s.auditQueues(t, r)
 	if len(fids) != uploads {

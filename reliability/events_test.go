@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"mp3converter/internal/stacktest"
 )
 
 // Events posted to the broker ingress, as a misbehaving producer inside the
@@ -118,16 +120,16 @@ func TestWrongEventsAreDroppedWithoutEffect(t *testing.T) {
 func TestDuplicateEventsSendNothingTwice(t *testing.T) {
 	r := record(t, "events: duplicate ids (video.uploaded and mp3.converted again after done)")
 	s := sharedSystem(t)
-	name := "dup-" + randomHex(3) + ".mp4"
-	fid := s.mustUpload(t, s.adminToken, clip(t, 2), name)
-	if job := s.waitJob(t, s.adminToken, fid, 2*time.Minute); job["state"] != "done" {
+	name := "dup-" + stacktest.RandomHex(3) + ".mp4"
+	fid := s.Upload(t, s.AdminToken, clip(t, 2), name)
+	if job := s.WaitJob(t, s.AdminToken, fid, 2*time.Minute); job.State != "done" {
 		t.Fatalf("job = %v", job)
 	}
 	s.waitMails(t, fid, 1, time.Minute)
 	mp3Before := s.mp3File(t, fid)
 
-	uploaded := fmt.Sprintf(`{"video_fid":%q,"username":%q,"filename":%q,"content_type":"video/mp4","size":1000}`, fid, adminEmail, name)
-	converted := fmt.Sprintf(`{"video_fid":%q,"mp3_fid":%q,"username":%q,"filename":"x.mp3","size":1000,"duration_seconds":2}`, fid, fid, adminEmail)
+	uploaded := fmt.Sprintf(`{"video_fid":%q,"username":%q,"filename":%q,"content_type":"video/mp4","size":1000}`, fid, stacktest.AdminEmail, name)
+	converted := fmt.Sprintf(`{"video_fid":%q,"mp3_fid":%q,"username":%q,"filename":"x.mp3","size":1000,"duration_seconds":2}`, fid, fid, stacktest.AdminEmail)
 	for i := 0; i < 2; i++ {
 		r.Runs += 2
 		if a := postEvent(s, fid, "dev.mp3converter.video.uploaded", uploaded); a.status != http.StatusAccepted {

@@ -16,6 +16,7 @@ import (
 
 	convert "mp3converter/functions/convert"
 	"mp3converter/internal/local/broker"
+	"mp3converter/internal/stacktest"
 	"mp3converter/knative"
 )
 
@@ -61,13 +62,13 @@ func eventRequest(target string, binary bool, typ, id, contentType string, body 
 // CloudEvent), never replies, never writes to storage, never panics.
 func FuzzConvertEvent(f *testing.F) {
 	s := sharedSystem(f)
-	prefix := "fuzz" + randomHex(4) + "_"
+	prefix := "fuzz" + stacktest.RandomHex(4) + "_"
 	quiet := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // convert takes its logger in New
 	fn := convert.New()
 	slog.SetDefault(quiet)
 	if err := fn.Start(context.Background(), map[string]string{"MONGODB_URI": s.mongoDirect, "MONGODB_DB_PREFIX": prefix,
-		"PATH": s.env["PATH"], "TMPDIR": f.TempDir()}); err != nil {
+		"PATH": s.Env["PATH"], "TMPDIR": f.TempDir()}); err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() {

@@ -3,18 +3,13 @@ package reliability
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"log"
 	"log/slog"
 	"maps"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,12 +21,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/go-sql-driver/mysql"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -40,21 +33,14 @@ import (
 	notify "mp3converter/functions/notify"
 	upload "mp3converter/functions/upload"
 	"mp3converter/internal/faultproxy"
-	"mp3converter/internal/local/stack"
 	"mp3converter/internal/local/standins"
 	"mp3converter/internal/mailtest"
-	"mp3converter/knative"
+	"mp3converter/internal/stacktest"
 )
 
 // The harness: a whole system (the local stack) on loopback, with its backing
 // services started here so that the tests can reach them directly (to count
 // documents) and put a fault proxy in front of each.
-
-const (
-	adminEmail    = "admin@example.com"
-	adminPassword = "admin-password-1"
-	userPassword  = "user-password-1"
-)
 
 func TestMain(m *testing.M) {
 	// The functions log through slog.Default: only what goes wrong, in test output
@@ -90,17 +76,12 @@ type sysOptions struct {
 	instances map[string]any    // stack.Config.Instances
 }
 
-// system is a running stack with its backing services.
+// system is a running stack (stacktest) with its backing services.
 type system struct {
-	*stack.Stack
+	*stacktest.Stack
 	backing
-	env          map[string]string // the stack's environment
-	dataDir      string
-	adminToken   string
-	mongo        *mongo.Client // direct, for counting
-	brokerPrefix string
-	rabbitURL    string
-	closers      []func() // run last first
+	mongo   *mongo.Client // direct, for counting
+	closers []func()      // run last first
 }
 
 // newSystem starts a system for one test and stops it when the test ends.
@@ -115,7 +96,7 @@ func newSystem(t testing.TB, o sysOptions) *system {
 }
 
 func startSystem(o sysOptions, dir string) (s *system, err error) {
-	s = &system{dataDir: filepath.Join(dir, "data")}
+	s = &system{}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -124,59 +105,36 @@ func startSystem(o sysOptions, dir string) (s *system, err error) {
 	if err := s.startBacking(o.proxied, dir); err != nil {
 		return s, err
 	}
-	suffix := randomHex(4)
-	s.env = map[string]string{
-		"PATH":                os.Getenv("PATH"),
-		"TMPDIR":              dir,
-		"MYSQL_DSN":           s.mysqlDSN,
-		"MONGODB_URI":         s.mongoURI,
-		"MONGODB_DB_PREFIX":   s.prefix,
-		"SMTP_URL":            s.smtpURL,
-		"MP3C_ADMIN_EMAIL":    adminEmail,
-		"MP3C_ADMIN_PASSWORD": adminPassword,
-		"BCRYPT_COST":         "4",
-		"CONVERT_LEASE":       "3s",
+	env := map[string]string{
+		"MYSQL_DSN":         s.mysqlDSN,
+		"MONGODB_URI":       s.mongoURI,
+		"MONGODB_DB_PREFIX": s.prefix,
+		"SMTP_URL":          s.smtpURL,
+		"CONVERT_LEASE":     "3s",
+		"RABBITMQ_URL":      "", // the in-memory broker, unless o.rabbit
 	}
 	if o.rabbit {
-		if s.rabbitURL = os.Getenv("RABBITMQ_URL"); s.rabbitURL == "" {
+		if env["RABBITMQ_URL"] = os.Getenv("RABBITMQ_URL"); env["RABBITMQ_URL"] == "" {
 			return s, fmt.Errorf("RABBITMQ_URL is not set")
 		}
-		s.env["RABBITMQ_URL"] = s.rabbitURL
-		s.brokerPrefix = "rel" + suffix
-		s.closers = append(s.closers, func() { deleteBrokerTopology(s.rabbitURL, s.brokerPrefix) })
 	}
-	for k, v := range o.env {
-		s.env[k] = v
-	}
-	manifests, err := reliabilityManifests()
+	maps.Copy(env, o.env)
+	manifests, err := stacktest.Manifests(stacktest.Retries(retryBackoff, "linear", retries))
 	if err != nil {
 		return s, err
 	}
-	st, err := stack.Start(context.Background(), stack.Config{
-		Addr:         "127.0.0.1:0",
-		DataDir:      s.dataDir,
-		Env:          s.env,
-		Logger:       slog.Default(),
-		Instances:    o.instances,
-		External:     o.external,
-		Manifests:    manifests,
-		BrokerPrefix: s.brokerPrefix,
+	st, err := stacktest.New(context.Background(), dir, stacktest.Options{
+		Env:       env,
+		Logger:    slog.Default(),
+		Instances: o.instances,
+		External:  o.external,
+		Manifests: manifests,
 	})
 	if err != nil {
 		return s, err
 	}
 	s.Stack = st
 	s.closers = append(s.closers, func() { st.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := st.WaitReady(ctx); err != nil {
-		return s, err
-	}
-	tok, a := s.login(adminEmail, adminPassword)
-	if tok == "" {
-		return s, fmt.Errorf("admin login: %d %s", a.status, a.body)
-	}
-	s.adminToken = tok
 	return s, nil
 }
 
@@ -184,7 +142,7 @@ func startSystem(o sysOptions, dir string) (s *system, err error) {
 // embedded), MongoDB (MONGODB_URI with a prefix of its own, or FerretDB) and
 // an SMTP server, and fault proxies in front of them when proxied.
 func (s *system) startBacking(proxied bool, dir string) error {
-	suffix := randomHex(4)
+	suffix := stacktest.RandomHex(4)
 	var err error
 	if s.mail, err = mailtest.Start(); err != nil {
 		return err
@@ -192,13 +150,12 @@ func (s *system) startBacking(proxied bool, dir string) error {
 	s.closers = append(s.closers, func() { s.mail.Close() })
 
 	if dsn := os.Getenv("MYSQL_DSN"); dsn != "" {
-		cfg, err := mysql.ParseDSN(dsn)
+		isolated, drop, err := stacktest.IsolatedDSN(dsn, "rel_"+suffix)
 		if err != nil {
 			return err
 		}
-		cfg.DBName = "rel_" + suffix
-		s.mysqlDirect = cfg.FormatDSN()
-		s.closers = append(s.closers, func() { dropDatabase(*cfg) })
+		s.mysqlDirect = isolated
+		s.closers = append(s.closers, drop)
 	} else if !proxied && standins.MariaDBInstalled() {
 		// What `up` runs by default: a private MariaDB (on a unix socket, which the
 		// TCP fault proxies cannot stand in front of).
@@ -276,15 +233,6 @@ func (s *system) close() {
 	s.closers = nil
 }
 
-func dropDatabase(cfg mysql.Config) {
-	name := cfg.DBName
-	cfg.DBName = ""
-	if db, err := sql.Open("mysql", cfg.FormatDSN()); err == nil {
-		db.Exec("DROP DATABASE IF EXISTS `" + name + "`")
-		db.Close()
-	}
-}
-
 // Retry budget of the suite's Triggers: linear backoff of 1 s, 10 retries,
 // so a delivery is retried for 55 s before it is dead-lettered. That covers
 // what the suite inflicts: a 10 s outage on top of MongoDB's 5 s server
@@ -294,26 +242,6 @@ const (
 	retryBackoff = "PT1S"
 	retries      = 10
 )
-
-// reliabilityManifests is knative/ with the suite's retry budget.
-func reliabilityManifests() (fs.FS, error) {
-	out := fstest.MapFS{}
-	err := fs.WalkDir(knative.Manifests, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(knative.Manifests, path)
-		if err != nil {
-			return err
-		}
-		text := regexp.MustCompile(`backoffDelay: \S+`).ReplaceAllString(string(data), "backoffDelay: "+retryBackoff)
-		text = regexp.MustCompile(`backoffPolicy: \S+`).ReplaceAllString(text, "backoffPolicy: linear")
-		text = regexp.MustCompile(`retry: \d+`).ReplaceAllString(text, "retry: "+strconv.Itoa(retries))
-		out[path] = &fstest.MapFile{Data: []byte(text)}
-		return nil
-	})
-	return out, err
-}
 
 // --- the shared system of the quick tests ---
 
@@ -575,20 +503,6 @@ func (s *system) login(email, password string) (string, answer) {
 	return tok, a
 }
 
-// addUser creates a non-admin user and returns a token of theirs.
-func (s *system) addUser(t testing.TB, email string) string {
-	t.Helper()
-	body := fmt.Sprintf(`{"email":%q,"password":%q}`, email, userPassword)
-	if a := s.do("POST", "/users", s.adminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status != http.StatusCreated {
-		t.Fatalf("creating %s: %s", email, a)
-	}
-	tok, a := s.login(email, userPassword)
-	if tok == "" {
-		t.Fatalf("login of %s: %s", email, a)
-	}
-	return tok
-}
-
 // upload posts the file at path as multipart under name, streaming it.
 func (s *system) upload(token, path, name string) answer {
 	return s.uploadWith(httpClient, token, path, name)
@@ -622,31 +536,6 @@ func (s *system) uploadWith(c *http.Client, token, path, name string) answer {
 	a := send(c, req)
 	pr.Close()
 	return a
-}
-
-// mustUpload uploads and returns the video_fid.
-func (s *system) mustUpload(t testing.TB, token, path, name string) string {
-	t.Helper()
-	a := s.upload(token, path, name)
-	fid, _ := a.json()["video_fid"].(string)
-	if a.status != http.StatusAccepted || len(fid) != 24 {
-		t.Fatalf("upload of %s: %s", name, a)
-	}
-	return fid
-}
-
-// waitJob polls the job until it is done or failed.
-func (s *system) waitJob(t testing.TB, token, fid string, within time.Duration) map[string]any {
-	t.Helper()
-	var last answer
-	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		last = s.do("GET", "/jobs/"+fid, token, nil)
-		if st := last.json()["state"]; st == "done" || st == "failed" {
-			return last.json()
-		}
-	}
-	t.Fatalf("job %s not finished within %s: %s", fid, within, last)
-	return nil
 }
 
 // --- mail ---
@@ -849,52 +738,18 @@ func tally[K cmp.Ordered](counts map[K]int) string {
 
 // --- RabbitMQ ---
 
-func queueNames(prefix string) []string {
-	base := prefix + "mp3converter.default"
-	return []string{base + ".convert", base + ".notify-converted", base + ".notify-failed", base + "._dlq"}
-}
-
 // queueDepths are the messages ready in each queue of the topology.
 func queueDepths(t testing.TB, url, prefix string) map[string]int {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	depths := map[string]int{}
-	for _, q := range queueNames(prefix) {
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	for _, q := range stacktest.QueueNames(prefix) {
+		n, err := stacktest.QueueDepth(url, q)
 		if err != nil {
 			t.Fatalf("queue %s: %v", q, err)
 		}
-		depths[q[len(prefix+"mp3converter.default."):]] = info.Messages
-		ch.Close()
+		depths[q[len(prefix+"mp3converter.default."):]] = n
 	}
 	return depths
-}
-
-// deleteBrokerTopology removes what a stack with this prefix declared.
-func deleteBrokerTopology(url, prefix string) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	for _, q := range queueNames(prefix) {
-		ch.QueueDelete(q, false, false, false)
-	}
-	base := prefix + "mp3converter.default"
-	ch.ExchangeDelete(base, false, false)
-	ch.ExchangeDelete(base+"._dlx", false, false)
 }
 
 // --- media (generated with ffmpeg's lavfi sources, once per process) ---
@@ -921,42 +776,20 @@ func mediaFile(t testing.TB, name string, ffmpegArgs ...string) string {
 		media.dir, media.files = dir, map[string]string{}
 	}
 	path := filepath.Join(media.dir, name)
-	args := append([]string{"-nostdin", "-loglevel", "error", "-y"}, ffmpegArgs...)
-	if out, err := exec.Command("ffmpeg", append(args, path)...).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg %v: %v\n%s", ffmpegArgs, err, out)
-	}
+	stacktest.FFmpeg(t, path, ffmpegArgs...)
 	media.files[name] = path
 	return path
 }
 
-// clip is a small H.264 video with seconds of a 440 Hz AAC tone.
+// clip is stacktest's clip of that many seconds, with sound.
 func clip(t testing.TB, seconds int) string {
-	d := strconv.Itoa(seconds)
-	return mediaFile(t, "clip"+d+".mp4",
-		"-f", "lavfi", "-i", "testsrc=duration="+d+":size=160x120:rate=5",
-		"-f", "lavfi", "-i", "sine=frequency=440:duration="+d,
-		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest")
+	return mediaFile(t, fmt.Sprintf("clip%d.mp4", seconds), stacktest.ClipArgs(seconds, true)...)
 }
 
 // probeAudio reads an audio file's codec, duration and loudest level (dB).
 func probeAudio(t testing.TB, path string) (codec string, seconds, maxVolume float64) {
 	t.Helper()
-	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0",
-		"-show_entries", "stream=codec_name:format=duration", "-of", "json", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	var p struct {
-		Streams []struct {
-			CodecName string `json:"codec_name"`
-		}
-		Format struct{ Duration string }
-	}
-	json.Unmarshal(out, &p)
-	if len(p.Streams) > 0 {
-		codec = p.Streams[0].CodecName
-	}
-	seconds, _ = strconv.ParseFloat(p.Format.Duration, 64)
+	codec, seconds = stacktest.Probe(t, path)
 	vol, _ := exec.Command("ffmpeg", "-nostdin", "-hide_banner", "-i", path, "-af", "volumedetect", "-f", "null", "-").CombinedOutput()
 	maxVolume = -1000
 	if m := regexp.MustCompile(`max_volume: (-?[0-9.]+) dB`).FindSubmatch(vol); m != nil {
@@ -988,22 +821,4 @@ func record(t *testing.T, what string) *Result {
 
 func (r *Result) figure(format string, args ...any) {
 	r.Figures = append(r.Figures, fmt.Sprintf(format, args...))
-}
-
-// --- small things ---
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -33,7 +33,7 @@ func TestKnownBugGatewayHoldsTricklingClient(t *testing.T) {
 	s := sharedSystem(t)
 	start := time.Now()
 	limit, _ := time.ParseDuration(sharedUploadLimit)
-	a := trickle(t, s.URL, s.adminToken, clip(t, 2), limit+30*time.Second)
+	a := trickle(t, s.URL, s.AdminToken, clip(t, 2), limit+30*time.Second)
 	if a.err != nil {
 		t.Fatalf("trickling through the gateway: %s after %s, want an answer once UPLOAD_TIMEOUT=%s has passed",
 			a, time.Since(start).Round(time.Second), sharedUploadLimit)

@@ -18,6 +18,7 @@ import (
 
 	login "mp3converter/functions/login"
 	"mp3converter/internal/local/stack"
+	"mp3converter/internal/stacktest"
 )
 
 // Load on the whole stack, run as a child process (`mp3converter up`) so that
@@ -40,16 +41,16 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.close)
-	addr := freeAddr(t)
+	addr := stacktest.FreeAddr(t)
 	up := startChild(t, map[string]string{
 		"PATH": os.Getenv("PATH"), "TMPDIR": t.TempDir(), "MP3C_LOG_LEVEL": "warn",
 		"MYSQL_DSN": s.mysqlDSN, "MONGODB_URI": s.mongoURI, "MONGODB_DB_PREFIX": s.prefix, "SMTP_URL": s.smtpURL,
-		"MP3C_ADMIN_EMAIL": adminEmail, "MP3C_ADMIN_PASSWORD": adminPassword,
+		"MP3C_ADMIN_EMAIL": stacktest.AdminEmail, "MP3C_ADMIN_PASSWORD": stacktest.AdminPassword,
 	}, "up", "--addr", addr, "--data-dir", filepath.Join(t.TempDir(), "data"))
-	up.waitLog(t, "is up at", 2*time.Minute)
-	s.Stack = &stack.Stack{URL: "http://" + addr}
+	up.WaitLog(t, "is up at", 2*time.Minute)
+	s.Stack = &stacktest.Stack{Stack: &stack.Stack{URL: "http://" + addr}}
 	memory := func() string {
-		return fmt.Sprintf("peak RSS (VmHWM) %d MiB", up.memory(t, "VmHWM")/1024)
+		return fmt.Sprintf("peak RSS (VmHWM) %d MiB", procStatus(t, up, "VmHWM")/1024)
 	}
 	start := memory()
 
@@ -59,7 +60,7 @@ func TestLoad(t *testing.T) {
 	for i := range users {
 		email := fmt.Sprintf("user%03d@example.com", i)
 		emails = append(emails, email)
-		passwords[email] = "password-" + randomHex(4)
+		passwords[email] = "password-" + stacktest.RandomHex(4)
 	}
 	createUsers(t, s.mysqlDirect, passwords)
 
@@ -120,11 +121,11 @@ func TestLoad(t *testing.T) {
 		stats.check(t, r, http.StatusAccepted)
 		r.figure("%d bytes each; %s; %s", info.Size(), stats, memory())
 		t.Logf("uploads: %s", stats)
-		loadPeak = up.memory(t, "VmHWM")
+		loadPeak = procStatus(t, up, "VmHWM")
 		// Every accepted upload is stored whole: its job has the size, and its
 		// video is complete (or already converted, and deleted). Checked with
 		// the stack stopped, so that its conversions do not compete with the check.
-		up.kill()
+		up.Kill()
 		for _, problem := range s.storedWhole(t, fids, info.Size()) {
 			r.Lost++
 			t.Error(problem)
@@ -145,7 +146,7 @@ var loadPeak int
 // Fix: functions/upload/function.go: bound the uploads stored at once (a
 // semaphore sized from the memory limit, e.g. UPLOAD_CONCURRENCY) and answer
 // 503 with Retry-After before reading the body when it is full; and
-// knative/upload.yaml: a hard containerConcurrency to match.
+// functions/upload/func.yaml: a hard containerConcurrency (limits.concurrency) to match.
 func TestKnownBugUploadMemoryGrowsWithConcurrency(t *testing.T) {
 	knownBug(t, "functions/upload: memory grows with concurrent uploads")
 	if loadPeak == 0 {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"mp3converter/internal/stacktest"
 )
 
 // MongoDB, MySQL and SMTP are each cut for 10 s (a fault proxy in front of
@@ -28,12 +30,12 @@ func TestBackingServiceOutages(t *testing.T) {
 
 	for _, svc := range []string{"mongodb", "mysql", "smtp"} {
 		// Work in flight when the cut comes.
-		b := s.uploadBatch(s.adminToken, video, "before-"+svc, 6, 3)
+		b := s.uploadBatch(s.AdminToken, video, "before-"+svc, 6, 3)
 		accepted = append(accepted, b.wait(t, 2*time.Minute)...)
 		// Fresh tokens, never seen by upload's or download's cache: validate must ask MySQL.
 		var fresh []string
 		for range 12 {
-			tok, a := s.login(adminEmail, adminPassword)
+			tok, a := s.login(stacktest.AdminEmail, stacktest.AdminPassword)
 			if tok == "" {
 				t.Fatalf("login before the %s cut: %s", svc, a)
 			}
@@ -67,8 +69,8 @@ func TestBackingServiceOutages(t *testing.T) {
 
 		// Recovery: the requests that needed the service succeed again, by themselves.
 		for deadline := restored.Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-			tok, _ := s.login(adminEmail, adminPassword)
-			a := s.upload(s.adminToken, video, "after-"+svc+".mp4")
+			tok, _ := s.login(stacktest.AdminEmail, stacktest.AdminPassword)
+			a := s.upload(s.AdminToken, video, "after-"+svc+".mp4")
 			if tok != "" && a.status == http.StatusAccepted {
 				accepted = append(accepted, a.json()["video_fid"].(string))
 				break
@@ -86,8 +88,8 @@ func TestBackingServiceOutages(t *testing.T) {
 
 	s.settle(accepted, 5*time.Minute)
 	r.Runs += len(accepted)
-	if s.rabbitURL != "" {
-		s.Stack.Close()
+	if s.Env["RABBITMQ_URL"] != "" {
+		s.Stack.Stack.Close()
 		s.auditQueues(t, r)
 	}
 	s.audit(t, r, accepted)
@@ -120,10 +122,10 @@ func (s *system) probeRound(freshToken, video, name string) map[string]answer {
 	answers := map[string]answer{}
 	var wg sync.WaitGroup
 	for req, send := range map[string]func() answer{
-		"login":    func() answer { _, a := s.login(adminEmail, adminPassword); return a },
+		"login":    func() answer { _, a := s.login(stacktest.AdminEmail, stacktest.AdminPassword); return a },
 		"validate": func() answer { return s.do("POST", "/validate", freshToken, nil) },
-		"jobs":     func() answer { return s.do("GET", "/jobs", s.adminToken, nil) },
-		"upload":   func() answer { return s.upload(s.adminToken, video, name) },
+		"jobs":     func() answer { return s.do("GET", "/jobs", s.AdminToken, nil) },
+		"upload":   func() answer { return s.upload(s.AdminToken, video, name) },
 	} {
 		wg.Go(func() {
 			a := send()

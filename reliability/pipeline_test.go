@@ -211,10 +211,10 @@ func (s *system) incompleteMP3s(t testing.TB) int {
 // convert anything, and that nothing was parked in the dead-letter queue.
 func (s *system) auditQueues(t *testing.T, r *Result) {
 	t.Helper()
-	if s.rabbitURL == "" {
+	if s.Env["RABBITMQ_URL"] == "" {
 		return
 	}
-	depths := queueDepths(t, s.rabbitURL, s.brokerPrefix)
+	depths := queueDepths(t, s.Env["RABBITMQ_URL"], s.BrokerPrefix)
 	for q, n := range depths {
 		if n != 0 {
 			r.Failures++

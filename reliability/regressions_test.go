@@ -22,6 +22,7 @@ import (
 	upload "mp3converter/functions/upload"
 	"mp3converter/internal/faultproxy"
 	"mp3converter/internal/local/funchost"
+	"mp3converter/internal/stacktest"
 )
 
 // Regressions: bugs the suite found in code it does not own, fixed since.
@@ -80,7 +81,7 @@ func TestRedeliveryDropsClaimsOfAFinishedJob(t *testing.T) {
 	r.Runs++
 	s := sharedSystem(t)
 	ctx := context.Background()
-	prefix := "claim" + randomHex(4) + "_"
+	prefix := "claim" + stacktest.RandomHex(4) + "_"
 	videos := s.mongo.Database(prefix + "videos")
 	defer videos.Drop(ctx)
 	defer s.mongo.Database(prefix + "mp3s").Drop(ctx)
@@ -88,13 +89,13 @@ func TestRedeliveryDropsClaimsOfAFinishedJob(t *testing.T) {
 	// What the crashed attempt left: the job done, its MP3 stored, its claim.
 	oid := bson.NewObjectID()
 	now := time.Now().UTC()
-	if _, err := videos.Collection("jobs").InsertOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "username", Value: adminEmail},
+	if _, err := videos.Collection("jobs").InsertOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "username", Value: stacktest.AdminEmail},
 		{Key: "filename", Value: "a.mp4"}, {Key: "state", Value: "done"}, {Key: "mp3_fid", Value: oid.Hex()},
 		{Key: "attempts", Value: int32(1)}, {Key: "created_at", Value: now}, {Key: "updated_at", Value: now}}); err != nil {
 		t.Fatal(err)
 	}
 	mp3, err := s.mongo.Database(prefix+"mp3s").GridFSBucket().OpenUploadStreamWithID(ctx, oid, "a.mp3",
-		options.GridFSUpload().SetMetadata(bson.D{{Key: "username", Value: adminEmail}, {Key: "duration_seconds", Value: 1.0}}))
+		options.GridFSUpload().SetMetadata(bson.D{{Key: "username", Value: stacktest.AdminEmail}, {Key: "duration_seconds", Value: 1.0}}))
 	if err == nil {
 		_, err = mp3.Write([]byte("ID3 an mp3"))
 	}
@@ -111,11 +112,11 @@ func TestRedeliveryDropsClaimsOfAFinishedJob(t *testing.T) {
 
 	// The broker's retry of the killed delivery.
 	fn := convert.New()
-	if err := fn.Start(ctx, map[string]string{"MONGODB_URI": s.mongoDirect, "MONGODB_DB_PREFIX": prefix, "PATH": s.env["PATH"]}); err != nil {
+	if err := fn.Start(ctx, map[string]string{"MONGODB_URI": s.mongoDirect, "MONGODB_DB_PREFIX": prefix, "PATH": s.Env["PATH"]}); err != nil {
 		t.Fatal(err)
 	}
 	defer fn.Stop(ctx)
-	data := fmt.Sprintf(`{"video_fid":%q,"username":%q,"filename":"a.mp4","content_type":"video/mp4","size":10}`, oid.Hex(), adminEmail)
+	data := fmt.Sprintf(`{"video_fid":%q,"username":%q,"filename":"a.mp4","content_type":"video/mp4","size":10}`, oid.Hex(), stacktest.AdminEmail)
 	rec := httptest.NewRecorder()
 	fn.Handle(rec, eventRequest("/", true, "dev.mp3converter.video.uploaded", oid.Hex(), "application/json", []byte(data)))
 	if rec.Code != http.StatusOK || rec.Header().Get("Ce-Type") != "dev.mp3converter.mp3.converted" {
@@ -167,12 +168,12 @@ func TestNotifySettlesItsClaimThroughAShortOutage(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	prefix := "notify" + randomHex(4) + "_"
+	prefix := "notify" + stacktest.RandomHex(4) + "_"
 	jobs := s.mongo.Database(prefix + "videos").Collection("jobs")
 	defer jobs.Database().Drop(ctx)
 	oid := bson.NewObjectID()
 	now := time.Now().UTC()
-	if _, err := jobs.InsertOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "username", Value: adminEmail}, {Key: "filename", Value: "a.mp4"},
+	if _, err := jobs.InsertOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "username", Value: stacktest.AdminEmail}, {Key: "filename", Value: "a.mp4"},
 		{Key: "state", Value: "done"}, {Key: "mp3_fid", Value: oid.Hex()}, {Key: "created_at", Value: now}, {Key: "updated_at", Value: now}}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,7 @@ func TestNotifySettlesItsClaimThroughAShortOutage(t *testing.T) {
 	e.SetID("mp3-" + oid.Hex())
 	e.SetType("dev.mp3converter.mp3.converted")
 	e.SetSource("/functions/convert")
-	e.SetData(event.ApplicationJSON, map[string]any{"video_fid": oid.Hex(), "mp3_fid": oid.Hex(), "username": adminEmail,
+	e.SetData(event.ApplicationJSON, map[string]any{"video_fid": oid.Hex(), "mp3_fid": oid.Hex(), "username": stacktest.AdminEmail,
 		"filename": "a.mp3", "size": 1000, "duration_seconds": 2.0})
 
 	if _, err := fn.Handle(ctx, e); err != nil {

@@ -24,7 +24,7 @@ func TestSlowlorisUploadIsBounded(t *testing.T) {
 	before := s.quiet(t)
 	n := shared.upload.count()
 	start := time.Now()
-	a := trickle(t, s.Functions["upload"], s.adminToken, clip(t, 2), time.Minute)
+	a := trickle(t, s.Functions["upload"], s.AdminToken, clip(t, 2), time.Minute)
 	r.Runs++
 	if a.status != http.StatusRequestTimeout || a.errorMessage() == "" {
 		r.Failures++

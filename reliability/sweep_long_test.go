@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"mp3converter/internal/local/stack"
+	"mp3converter/internal/stacktest"
 )
 
 // The sweep's cases that need a system of their own (see sweep_test.go).
@@ -23,15 +24,15 @@ func TestSweepRecoversEventsLostWithTheInMemoryBroker(t *testing.T) {
 	r := record(t, "sweep: `up` (in-memory broker) stopped with events queued, then restarted: every job done, one email each")
 	// convert is unreachable: the video.uploaded events wait in the broker's
 	// memory, retried, and are lost when the stack stops.
-	dead := freeAddr(t)
+	dead := stacktest.FreeAddr(t)
 	s := newSystem(t, sysOptions{env: map[string]string{"SWEEP_GRACE": "1s"}, external: map[string]string{"convert": "http://" + dead}})
 	const n = 5
 	var fids []string
 	for i := range n {
-		fids = append(fids, s.mustUpload(t, s.adminToken, clip(t, 2), fmt.Sprintf("queued-%d.mp4", i)))
+		fids = append(fids, s.Upload(t, s.AdminToken, clip(t, 2), fmt.Sprintf("queued-%d.mp4", i)))
 	}
 	r.Runs = n
-	if err := s.Stack.Close(); err != nil {
+	if err := s.Stack.Stack.Close(); err != nil {
 		t.Logf("stopping the first stack: %v", err)
 	}
 	for _, fid := range fids {
@@ -39,17 +40,17 @@ func TestSweepRecoversEventsLostWithTheInMemoryBroker(t *testing.T) {
 			t.Fatalf("job %s is %s before the restart, want uploaded", fid, st)
 		}
 	}
-	manifests, err := reliabilityManifests()
+	manifests, err := stacktest.Manifests(stacktest.Retries(retryBackoff, "linear", retries))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := stack.Start(context.Background(), stack.Config{Addr: "127.0.0.1:0", DataDir: s.dataDir, Env: s.env,
+	st, err := stack.Start(context.Background(), stack.Config{Addr: "127.0.0.1:0", DataDir: s.DataDir, Env: s.Env,
 		Logger: slog.Default(), Manifests: manifests})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s.Stack = st
+	s.Stack.Stack = st
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := st.WaitReady(ctx); err != nil {
@@ -73,11 +74,11 @@ func TestSweepRecoversEventsLostWithTheInMemoryBroker(t *testing.T) {
 func TestRetentionExpiresMP3s(t *testing.T) {
 	r := record(t, "sweep: retention (MP3_RETENTION=1s): MP3 gone, job expired, download 410")
 	s := newSystem(t, sysOptions{env: map[string]string{"MP3_RETENTION": "1s"}})
-	fid := s.mustUpload(t, s.adminToken, clip(t, 2), "kept-briefly.mp4")
-	if job := s.waitJob(t, s.adminToken, fid, 2*time.Minute); job["state"] != "done" {
+	fid := s.Upload(t, s.AdminToken, clip(t, 2), "kept-briefly.mp4")
+	if job := s.WaitJob(t, s.AdminToken, fid, 2*time.Minute); job.State != "done" {
 		t.Fatalf("job %v", job)
 	}
-	if a := s.do("GET", "/download?fid="+fid, s.adminToken, nil); a.status != http.StatusOK {
+	if a := s.do("GET", "/download?fid="+fid, s.AdminToken, nil); a.status != http.StatusOK {
 		t.Fatalf("download before: %s", a)
 	}
 	r.Runs = 1
@@ -90,11 +91,11 @@ func TestRetentionExpiresMP3s(t *testing.T) {
 		r.Failures++
 		t.Errorf("the MP3 is still stored: %+v", c)
 	}
-	if a := s.do("GET", "/download?fid="+fid, s.adminToken, nil); a.status != http.StatusGone {
+	if a := s.do("GET", "/download?fid="+fid, s.AdminToken, nil); a.status != http.StatusGone {
 		r.Failures++
 		t.Errorf("download after: %s", a)
 	}
-	if a := s.do("GET", "/jobs/"+fid, s.adminToken, nil); a.json()["state"] != "expired" {
+	if a := s.do("GET", "/jobs/"+fid, s.AdminToken, nil); a.json()["state"] != "expired" {
 		r.Failures++
 		t.Errorf("/jobs: %s", a)
 	}
@@ -103,8 +104,8 @@ func TestRetentionExpiresMP3s(t *testing.T) {
 func TestSweepRemovesOrphansAndNothingLive(t *testing.T) {
 	r := record(t, "sweep: orphan videos, MP3s and chunks removed, nothing live touched")
 	s := newSystem(t, sysOptions{env: map[string]string{"STUCK_AFTER": "1h"}})
-	live := s.mustUpload(t, s.adminToken, clip(t, 2), "live.mp4")
-	if job := s.waitJob(t, s.adminToken, live, 2*time.Minute); job["state"] != "done" {
+	live := s.Upload(t, s.AdminToken, clip(t, 2), "live.mp4")
+	if job := s.WaitJob(t, s.AdminToken, live, 2*time.Minute); job.State != "done" {
 		t.Fatalf("job %v", job)
 	}
 	liveOID, _ := bson.ObjectIDFromHex(live)
@@ -150,7 +151,7 @@ func TestSweepRemovesOrphansAndNothingLive(t *testing.T) {
 		r.Failures++
 		t.Error("the live job or its MP3 was touched")
 	}
-	if a := s.do("GET", "/download?fid="+live, s.adminToken, nil); a.status != http.StatusOK {
+	if a := s.do("GET", "/download?fid="+live, s.AdminToken, nil); a.status != http.StatusOK {
 		r.Failures++
 		t.Errorf("download of the live MP3: %s", a)
 	}

@@ -15,6 +15,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	sweep "mp3converter/functions/sweep"
+
+	"mp3converter/internal/stacktest"
 )
 
 // The sweep (functions/sweep) against the whole stack: what the event path
@@ -107,8 +109,8 @@ func (s *system) checkOneMP3AndOneEmail(t *testing.T, r *Result, fid string) {
 func TestSweepRedrivesAnUploadWhoseEventWasLost(t *testing.T) {
 	r := record(t, "sweep: an upload stored but its event never accepted is re-driven")
 	s := sharedSystem(t)
-	fids := []string{s.strandUpload(t, adminEmail, clip(t, 2), "stranded-"+randomHex(3)+".mp4"),
-		s.strandUpload(t, adminEmail, clip(t, 2), "stranded-"+randomHex(3)+".mp4")}
+	fids := []string{s.strandUpload(t, stacktest.AdminEmail, clip(t, 2), "stranded-"+stacktest.RandomHex(3)+".mp4"),
+		s.strandUpload(t, stacktest.AdminEmail, clip(t, 2), "stranded-"+stacktest.RandomHex(3)+".mp4")}
 	r.Runs = len(fids)
 	s.sweepUntil(t, 3*time.Minute, func() bool { return s.jobState(t, fids[0]) == "done" && s.jobState(t, fids[1]) == "done" })
 	for _, fid := range fids {
@@ -129,10 +131,10 @@ func TestSweepSendsTheEmailNotifyGaveUpOn(t *testing.T) {
 	at := time.Now().Add(-10 * time.Minute).UTC()
 	id := bson.NewObjectIDFromTimestamp(at)
 	fid := id.Hex()
-	s.storeFile(t, "mp3s", id, bytes.Repeat([]byte{1}, 1000), bson.D{{Key: "username", Value: adminEmail},
+	s.storeFile(t, "mp3s", id, bytes.Repeat([]byte{1}, 1000), bson.D{{Key: "username", Value: stacktest.AdminEmail},
 		{Key: "video_fid", Value: fid}, {Key: "duration_seconds", Value: 2.0}}, 10*time.Minute)
 	_, err := s.mongo.Database(s.prefix+"videos").Collection("jobs").InsertOne(context.Background(), bson.D{
-		{Key: "_id", Value: id}, {Key: "username", Value: adminEmail}, {Key: "filename", Value: "unsent.mp4"},
+		{Key: "_id", Value: id}, {Key: "username", Value: stacktest.AdminEmail}, {Key: "filename", Value: "unsent.mp4"},
 		{Key: "content_type", Value: "video/mp4"}, {Key: "size", Value: int64(1000)}, {Key: "state", Value: "done"},
 		{Key: "reason", Value: ""}, {Key: "mp3_fid", Value: fid}, {Key: "duration_seconds", Value: 2.0}, {Key: "attempts", Value: int32(1)},
 		{Key: "created_at", Value: at}, {Key: "updated_at", Value: at}})
@@ -156,7 +158,7 @@ func TestTwoSweepReplicasRedriveEachJobOnce(t *testing.T) {
 	s := sharedSystem(t)
 	var fids []string
 	for range 4 {
-		fids = append(fids, s.strandUpload(t, adminEmail, clip(t, 2), "replicas-"+randomHex(3)+".mp4"))
+		fids = append(fids, s.strandUpload(t, stacktest.AdminEmail, clip(t, 2), "replicas-"+stacktest.RandomHex(3)+".mp4"))
 	}
 	r.Runs = len(fids)
 	cfg := map[string]string{"MONGODB_URI": s.mongoURI, "MONGODB_DB_PREFIX": s.prefix, "K_SINK": s.BrokerURL}
@@ -170,7 +172,7 @@ func TestTwoSweepReplicasRedriveEachJobOnce(t *testing.T) {
 		replicas = append(replicas, f)
 	}
 	ping := event.New()
-	ping.SetID("replicas-" + randomHex(4))
+	ping.SetID("replicas-" + stacktest.RandomHex(4))
 	ping.SetType("dev.knative.sources.ping")
 	ping.SetSource("/apis/v1/namespaces/mp3converter/pingsources/sweep")
 	for range 3 { // three periods' worth of ticks at once, on both replicas
@@ -205,18 +207,18 @@ func TestTwoSweepReplicasRedriveEachJobOnce(t *testing.T) {
 func TestDeletedUsersDataGoes(t *testing.T) {
 	r := record(t, "sweep: a deleted user's jobs and files go, another user's stay")
 	s := sharedSystem(t)
-	leaving, staying := "leaving-"+randomHex(3)+"@example.com", "staying-"+randomHex(3)+"@example.com"
-	tokens := map[string]string{leaving: s.addUser(t, leaving), staying: s.addUser(t, staying)}
+	leaving, staying := "leaving-"+stacktest.RandomHex(3)+"@example.com", "staying-"+stacktest.RandomHex(3)+"@example.com"
+	tokens := map[string]string{leaving: s.AddUser(t, leaving), staying: s.AddUser(t, staying)}
 	fids := map[string]string{}
 	for user, tok := range tokens {
-		fids[user] = s.mustUpload(t, tok, clip(t, 2), "mine.mp4")
+		fids[user] = s.Upload(t, tok, clip(t, 2), "mine.mp4")
 	}
 	for user, fid := range fids {
-		if job := s.waitJob(t, tokens[user], fid, 2*time.Minute); job["state"] != "done" {
+		if job := s.WaitJob(t, tokens[user], fid, 2*time.Minute); job.State != "done" {
 			t.Fatalf("job %v", job)
 		}
 	}
-	if a := s.do("DELETE", "/users/"+leaving, s.adminToken, nil); a.status != http.StatusNoContent {
+	if a := s.do("DELETE", "/users/"+leaving, s.AdminToken, nil); a.status != http.StatusNoContent {
 		t.Fatalf("delete: %s", a)
 	}
 	r.Runs = 2

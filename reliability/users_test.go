@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"mp3converter/internal/stacktest"
 )
 
 // Users created at the same instant are all kept: 40 users created at once
@@ -23,14 +25,14 @@ func TestConcurrentSignUpsAreAllKept(t *testing.T) {
 	if !s.mariadb && os.Getenv("MYSQL_DSN") == "" {
 		t.Skip("MariaDB is not installed: the stack falls back to go-mysql-server, which loses concurrent writes")
 	}
-	prefix := "many-" + randomHex(3) + "-"
+	prefix := "many-" + stacktest.RandomHex(3) + "-"
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	created := 0
 	for i := range 40 {
 		wg.Go(func() {
-			body := fmt.Sprintf(`{"email":"%s%d@example.com","password":%q}`, prefix, i, userPassword)
-			if a := s.do("POST", "/users", s.adminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status == http.StatusCreated {
+			body := fmt.Sprintf(`{"email":"%s%d@example.com","password":%q}`, prefix, i, stacktest.UserPassword)
+			if a := s.do("POST", "/users", s.AdminToken, strings.NewReader(body), "Content-Type", "application/json"); a.status == http.StatusCreated {
 				mu.Lock()
 				created++
 				mu.Unlock()
@@ -41,7 +43,7 @@ func TestConcurrentSignUpsAreAllKept(t *testing.T) {
 	var users struct {
 		Users []struct{ Email string }
 	}
-	json.Unmarshal(s.do("GET", "/users", s.adminToken, nil).body, &users)
+	json.Unmarshal(s.do("GET", "/users", s.AdminToken, nil).body, &users)
 	stored := 0
 	for _, u := range users.Users {
 		if strings.HasPrefix(u.Email, prefix) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"mp3converter/internal/client"
+	"mp3converter/internal/stacktest"
 )
 
 var fidPattern = regexp.MustCompile(`[0-9a-f]{24}`)
@@ -30,7 +31,7 @@ func TestLoginReadsPasswordFromStdinAndKeepsToken(t *testing.T) {
 
 	// Not a terminal: the password is one line of stdin; the greeting goes to stdout.
 	stdin := filepath.Join(t.TempDir(), "stdin")
-	if err := os.WriteFile(stdin, []byte(adminPassword+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(stdin, []byte(stacktest.AdminPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	in, err := os.Open(stdin)
@@ -45,12 +46,12 @@ func TestLoginReadsPasswordFromStdinAndKeepsToken(t *testing.T) {
 	defer out.Close()
 	oldIn, oldOut := os.Stdin, os.Stdout
 	os.Stdin, os.Stdout = in, out
-	err = runLogin(context.Background(), []string{adminEmail, "--server", url})
+	err = runLogin(context.Background(), []string{stacktest.AdminEmail, "--server", url})
 	os.Stdin, os.Stdout = oldIn, oldOut
 	if err != nil {
 		t.Fatal(err)
 	}
-	if printed := string(readFile(t, out.Name())); !strings.Contains(printed, "Logged in to "+url+" as "+adminEmail) ||
+	if printed := string(readFile(t, out.Name())); !strings.Contains(printed, "Logged in to "+url+" as "+stacktest.AdminEmail) ||
 		!strings.Contains(printed, "the token expires") {
 		t.Fatalf("login printed %q", printed)
 	}
@@ -62,7 +63,7 @@ func TestLoginReadsPasswordFromStdinAndKeepsToken(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Fatalf("tokens.json has mode %v, want 0600", st.Mode().Perm())
 	}
-	if strings.Contains(string(readFile(t, filepath.Join(dir, "tokens.json"))), adminPassword) {
+	if strings.Contains(string(readFile(t, filepath.Join(dir, "tokens.json"))), stacktest.AdminPassword) {
 		t.Fatal("the password was stored")
 	}
 	// The saved token is what the other commands use.
@@ -78,7 +79,7 @@ func TestLoginReadsPasswordFromStdinAndKeepsToken(t *testing.T) {
 func TestConvertWritesMP3BesideInput(t *testing.T) {
 	url := loggedIn(t)
 	dir := t.TempDir()
-	video := makeVideo(t, dir, "holiday clip.mp4", true)
+	video := stacktest.Video(t, dir, "holiday clip.mp4", 2)
 
 	out, err := run(t, nil, convertCmd, video, "--server", url)
 	if err != nil {
@@ -101,8 +102,8 @@ func TestConvertWritesMP3BesideInput(t *testing.T) {
 func TestConvertTwoFilesIntoOutDirWithoutOverwriting(t *testing.T) {
 	url := loggedIn(t)
 	src := t.TempDir()
-	a := makeVideo(t, src, "a.mp4", true)
-	b := makeVideo(t, src, "b.mov", true)
+	a := stacktest.Video(t, src, "a.mp4", 2)
+	b := stacktest.Video(t, src, "b.mov", 2)
 	outDir := filepath.Join(t.TempDir(), "mp3s")
 	// A different a.mp3 is already there: it must survive.
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
@@ -168,7 +169,7 @@ func (o *overlapTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 func TestNoWaitThenStatusAndDownload(t *testing.T) {
 	url := loggedIn(t)
 	dir := t.TempDir()
-	video := makeVideo(t, dir, "talk.mp4", true)
+	video := stacktest.Video(t, dir, "talk.mp4", 2)
 
 	out, err := run(t, nil, convertCmd, "--no-wait", video, "--server", url)
 	if err != nil {
@@ -182,7 +183,7 @@ func TestNoWaitThenStatusAndDownload(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "talk.mp3")); err == nil {
 		t.Fatal("--no-wait downloaded the MP3")
 	}
-	job := waitDone(t, url, shared.token, fid)
+	job := shared.stack.WaitJob(t, shared.stack.AdminToken, fid, 2*time.Minute)
 	if job.State != "done" {
 		t.Fatalf("job = %+v", job)
 	}
@@ -287,7 +288,7 @@ func (b *cutBody) Read(p []byte) (int, error) {
 func TestInterruptedDownloadResumes(t *testing.T) {
 	url := loggedIn(t)
 	dir := t.TempDir()
-	video := makeVideo(t, dir, "resume.mp4", true)
+	video := stacktest.Video(t, dir, "resume.mp4", 2)
 	const cut = 10000
 
 	transport := &cuttingTransport{cut: cut}
@@ -312,7 +313,7 @@ func TestInterruptedDownloadResumes(t *testing.T) {
 	}
 
 	// The same bytes as an uninterrupted download.
-	c := &client.Client{Server: url, Token: shared.token}
+	c := &client.Client{Server: url, Token: shared.stack.AdminToken}
 	fid := fidPattern.FindString(jobOf(t, c, "resume.mp4"))
 	d, err := c.OpenDownload(context.Background(), fid, 0, "")
 	if err != nil {
@@ -365,7 +366,7 @@ func (c *cancelOnPoll) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestInterruptSaysWhatIsLeftOnTheServer(t *testing.T) {
 	url := loggedIn(t)
 	dir := t.TempDir()
-	video := makeVideo(t, dir, "long.mp4", true)
+	video := stacktest.Video(t, dir, "long.mp4", 2)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -381,7 +382,7 @@ func TestInterruptSaysWhatIsLeftOnTheServer(t *testing.T) {
 		t.Fatalf("no word about the job left on the server:\n%s", out.String())
 	}
 	// It is indeed there, and finishes without the client.
-	if job := waitDone(t, url, shared.token, m[1]); job.State != "done" {
+	if job := shared.stack.WaitJob(t, shared.stack.AdminToken, m[1], 2*time.Minute); job.State != "done" {
 		t.Fatalf("job = %+v", job)
 	}
 	noPartFiles(t, dir)
@@ -392,7 +393,7 @@ func TestConvertErrorsAPersonUnderstands(t *testing.T) {
 	dir := t.TempDir()
 	text := filepath.Join(dir, "notes.txt")
 	os.WriteFile(text, []byte("these are my notes, not a video\n"), 0o644)
-	good := makeVideo(t, dir, "fine.mp4", true)
+	good := stacktest.Video(t, dir, "fine.mp4", 2)
 	big := filepath.Join(dir, "huge.mp4")
 	f, err := os.Create(big)
 	if err != nil {
@@ -427,7 +428,7 @@ func TestConvertErrorsAPersonUnderstands(t *testing.T) {
 	})
 
 	t.Run("conversion fails", func(t *testing.T) {
-		silent := makeVideo(t, dir, "silent.mp4", false)
+		silent := stacktest.SilentVideo(t, dir, "silent.mp4", 2)
 		out, err := run(t, nil, convertCmd, silent, "--server", url)
 		m := regexp.MustCompile(`silent\.mp4: FAILED \(job ([0-9a-f]{24})\): conversion failed: .*no audio`).FindStringSubmatch(out)
 		if err == nil || m == nil {
@@ -465,7 +466,7 @@ func TestConvertErrorsAPersonUnderstands(t *testing.T) {
 	t.Run("expired saved token", func(t *testing.T) {
 		t.Setenv("MP3C_TOKEN", "")
 		t.Setenv("MP3C_CONFIG_DIR", t.TempDir())
-		if err := client.SaveToken(client.SavedToken{Server: url, Email: adminEmail, Token: shared.token, ExpiresAt: time.Now().Add(-time.Hour)}); err != nil {
+		if err := client.SaveToken(client.SavedToken{Server: url, Email: stacktest.AdminEmail, Token: shared.stack.AdminToken, ExpiresAt: time.Now().Add(-time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		_, err := run(t, nil, downloadCmd, "0123456789abcdef01234567", "--server", url)
@@ -497,4 +498,61 @@ func TestConvertErrorsAPersonUnderstands(t *testing.T) {
 			t.Fatalf("err = %v, output:\n%s", err, out)
 		}
 	})
+}
+
+// busyTransport answers the first n uploads as a server with every slot
+// taken does (503, Retry-After), and passes everything else to the server.
+type busyTransport struct {
+	n       atomic.Int32
+	uploads atomic.Int32
+}
+
+func (b *busyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && req.URL.Path == "/upload" && b.uploads.Add(1) <= b.n.Load() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		body := `{"error":"too many uploads at once, try again in a few seconds"}`
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Request: req, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Retry-After": {"0"}, "Content-Type": {"application/json"}},
+			Body:   io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))}, nil
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestConvertWaitsOutABusyServer: an upload answered 503 with Retry-After is
+// sent again after the wait, whole, instead of failing the file.
+func TestConvertWaitsOutABusyServer(t *testing.T) {
+	url := loggedIn(t)
+	dir := t.TempDir()
+	video := stacktest.Video(t, dir, "busy.mp4", 2)
+	transport := &busyTransport{}
+	transport.n.Store(2)
+	out, err := run(t, &app{http: &http.Client{Transport: transport}}, convertCmd, video, "--server", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := transport.uploads.Load(); n != 3 {
+		t.Fatalf("%d uploads, want 2 refused and 1 accepted", n)
+	}
+	if !strings.Contains(out, "server busy") {
+		t.Errorf("the output does not say the server was busy:\n%s", out)
+	}
+	assertMP3(t, filepath.Join(dir, "busy.mp3"))
+}
+
+// TestStatesShowConversionProgress: while converting, convert and status say
+// how far ffmpeg is.
+func TestStatesShowConversionProgress(t *testing.T) {
+	p := 42
+	j := client.Job{State: "converting", Progress: &p, Attempts: 2}
+	if got := stateLabel(j); got != "converting 42% (attempt 2)" {
+		t.Errorf("convert shows %q", got)
+	}
+	if got := stateWithProgress(j); got != "converting 42%" {
+		t.Errorf("status shows %q", got)
+	}
+	if got := stateWithProgress(client.Job{State: "done", Progress: &p}); got != "done" {
+		t.Errorf("a done job shows %q", got)
+	}
 }

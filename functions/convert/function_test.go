@@ -269,13 +269,31 @@ func (e *env) assertTempEmpty() {
 	}
 }
 
+// job reads the job of a video and checks it against the job contract.
 func (e *env) job(fid string) bson.M {
 	e.t.Helper()
+	var raw bson.Raw
+	if err := e.videos().Collection("jobs").FindOne(context.Background(), bson.D{{Key: "_id", Value: oid(e.t, fid)}}).Decode(&raw); err != nil {
+		e.t.Fatal(err)
+	}
+	validateJob(e.t, raw)
 	var j bson.M
-	if err := e.videos().Collection("jobs").FindOne(context.Background(), bson.D{{Key: "_id", Value: oid(e.t, fid)}}).Decode(&j); err != nil {
+	if err := bson.Unmarshal(raw, &j); err != nil {
 		e.t.Fatal(err)
 	}
 	return j
+}
+
+// validateJob checks a jobs document against ../../events/job/schema.json, the job contract.
+func validateJob(t *testing.T, doc bson.Raw) {
+	t.Helper()
+	data, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schemaCheck(t, "job/schema.json", data); err != nil {
+		t.Errorf("job %s does not match events/job/schema.json: %v", data, err)
+	}
 }
 
 func (e *env) count(db *mongo.Database, coll string, filter bson.D) int64 {
@@ -1039,8 +1057,8 @@ func TestStartAndReadiness(t *testing.T) {
 	if ok, err := g.Ready(context.Background()); !ok || err != nil {
 		t.Errorf("Ready = %v, %v", ok, err)
 	}
-	if g.timeout != 10*time.Minute || g.maxDuration != 4*time.Hour || g.quality != 2 || g.keepVideos {
-		t.Errorf("defaults: %v %v %v %v", g.timeout, g.maxDuration, g.quality, g.keepVideos)
+	if s := g.lc.load(); s.timeout != 10*time.Minute || s.maxDuration != 4*time.Hour || s.quality != 2 || s.keepVideos {
+		t.Errorf("defaults: %v %v %v %v", s.timeout, s.maxDuration, s.quality, s.keepVideos)
 	}
 }
 
@@ -1145,5 +1163,40 @@ func TestStartRemovesDeadStagingDirs(t *testing.T) {
 		if _, err := os.Stat(d); err != nil {
 			t.Errorf("%s removed: %v", d, err)
 		}
+	}
+}
+
+// TestProgressIsRecordedOnTheJob: while ffmpeg runs, the job carries how far
+// it is (0-100), from ffmpeg's own progress reports against the probed
+// duration; the last report is written before the MP3 is stored.
+func TestProgressIsRecordedOnTheJob(t *testing.T) {
+	e := newEnv(t)
+	up := e.seed(media["mp4long"], "long.mp4", "video/mp4")
+	fid := up["video_fid"].(string)
+	var seen any
+	_, srv := e.start(nil, func(f *Function) {
+		f.progressEvery = 10 * time.Millisecond
+		f.beforeUpload = func() { seen = e.job(fid)["progress"] }
+	})
+	checkReply(t, deliver(t, srv.URL, uploadedEvent(fid, up), false), typeConverted, fid)
+	if p, ok := seen.(int64); !ok || p < 90 || p > 100 {
+		t.Fatalf("progress after ffmpeg: %v (%T), want about 100", seen, seen)
+	}
+}
+
+func TestProgressParsesFFmpegReports(t *testing.T) {
+	p := &progress{total: 10 * time.Second}
+	p.percent.Store(-1)
+	for _, chunk := range []string{"frame=0\nout_time_us=25", "00000\nout_time=00:00:02.500000\nprogress=continue\n"} {
+		if _, err := p.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.percent.Load(); got != 25 {
+		t.Fatalf("percent %d after out_time_us=2500000 of 10 s, want 25", got)
+	}
+	p.Write([]byte("out_time_us=N/A\nout_time_us=99000000\n"))
+	if got := p.percent.Load(); got != 100 {
+		t.Fatalf("percent %d past the end, want 100", got)
 	}
 }

@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -36,9 +39,9 @@ func (e *ffmpegError) Error() string {
 
 // probe runs ffprobe on a file. Other errors than *probeError are transient
 // (ffprobe missing, killed by the deadline).
-func (f *Function) probe(ctx context.Context, name string) (mediaInfo, error) {
+func (s *state) probe(ctx context.Context, name string) (mediaInfo, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, f.ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
+	cmd := exec.CommandContext(ctx, s.ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
 	if err := cmd.Run(); err != nil {
@@ -86,22 +89,24 @@ func isPictureFormat(name string) bool {
 
 // runFFmpeg extracts the first audio stream of in into the MP3 out: copied when it is
 // already MP3, encoded with LAME otherwise. Other errors than *ffmpegError are transient.
-func (f *Function) runFFmpeg(ctx context.Context, in, out string, copyAudio bool) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+// ffmpeg's progress lines go to progress.
+func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool, progress io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", in, "-map", "0:a:0", "-vn"}
+	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y", "-i", in, "-map", "0:a:0", "-vn"}
 	if copyAudio {
 		args = append(args, "-c:a", "copy")
 	} else {
-		args = append(args, "-c:a", "libmp3lame", "-q:a", strconv.Itoa(f.quality))
+		args = append(args, "-c:a", "libmp3lame", "-q:a", strconv.Itoa(s.quality))
 	}
 	args = append(args, out)
-	if f.onFFmpeg != nil {
-		f.onFFmpeg(args)
+	if s.onFFmpeg != nil {
+		s.onFFmpeg(args)
 	}
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, f.ffmpeg, args...)
+	cmd := exec.CommandContext(ctx, s.ffmpeg, args...)
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
+	cmd.Stdout = progress
 	err := cmd.Run()
 	if err == nil {
 		return nil
@@ -111,7 +116,7 @@ func (f *Function) runFFmpeg(ctx context.Context, in, out string, copyAudio bool
 		return &ffmpegError{code: exitErr.ExitCode(), stderr: stderr.String()}
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("ffmpeg stopped after %s: %w", f.timeout, ctx.Err())
+		return fmt.Errorf("ffmpeg stopped after %s: %w", s.timeout, ctx.Err())
 	}
 	return fmt.Errorf("ffmpeg: %w", err)
 }
@@ -146,4 +151,32 @@ func (t *tail) Write(p []byte) (int, error) {
 		t.buf.Next(over)
 	}
 	return n, nil
+}
+
+// findTool resolves a program: the configured path, else PATH, else the usual install places.
+func findTool(configured, name string) (string, error) {
+	if configured != "" {
+		p, err := exec.LookPath(configured)
+		if err != nil {
+			return configured, fmt.Errorf("%s not found at %q: %w", name, configured, err)
+		}
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/bin", "/usr/local/bin", "/bin", "/"} {
+		if p, err := exec.LookPath(filepath.Join(dir, name)); err == nil {
+			return p, nil
+		}
+	}
+	return name, fmt.Errorf("%s not found in PATH: the image needs ffmpeg (see functions/convert/README.md)", name)
+}
+
+// toolMessage tells the caller when ffmpeg or ffprobe is missing from the image.
+func toolMessage(err error, def string) string {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return "the converter (ffmpeg) is not available here, try again later"
+	}
+	return def
 }

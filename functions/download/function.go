@@ -28,6 +28,9 @@ var Settings = []Setting{
 	{Name: "VALIDATE_CACHE_TTL", Kind: KindDuration, Default: "30s", Min: "0s", Meaning: "how long a token validate accepted is trusted without asking again"},
 	{Name: "PUBLIC_URL", Kind: KindURL, Meaning: "base of download_url; unset gives a relative /download?fid=<fid>"},
 	{Name: "DOWNLOAD_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "write deadline of one response"},
+	{Name: "LINK_SECRET", Kind: KindText, Required: true, Meaning: "key of the signed download links (at least 32 bytes; a Secret)"},
+	{Name: "LINK_SECRET_PREVIOUS", Kind: KindText, Meaning: "the key before LINK_SECRET, still accepted while links made with it live"},
+	{Name: "LINK_TTL", Kind: KindDuration, Default: "168h", Min: "1m", Meaning: "how long a job's signed download_url works"},
 }
 
 // Function is the download function. Its zero value is not usable: call New, then Start.
@@ -44,6 +47,8 @@ type state struct {
 	mp3s        *mongo.Database
 	auth        *authClient
 	publicURL   string
+	links       linkSigner
+	linkTTL     time.Duration
 	timeout     time.Duration
 	jobsIndexed atomic.Bool
 }
@@ -65,14 +70,20 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		f.log.Warn("cannot extend write deadline", "err", err)
 	}
 
-	serve, arg := route(r.URL.Path)
-	if serve == nil {
+	rt, arg := route(r.URL.Path)
+	if rt == nil {
 		writeError(w, http.StatusNotFound, "not found")
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, "use GET or HEAD")
+		return
+	}
+	if rt.signedLinks && r.URL.Query().Has("sig") {
+		// A signed link is its own proof: no token, as in a plain browser tab.
+		w.Header().Set("Cache-Control", "private")
+		s.downloadSigned(w, r)
 		return
 	}
 	who, aerr := s.auth.identify(r.Context(), r.Header.Get("Authorization"))
@@ -83,30 +94,34 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	// Answers depend on who asks: shared caches must not keep them.
 	w.Header().Set("Cache-Control", "private")
 	w.Header().Add("Vary", "Authorization")
-	serve(s, w, r, who, arg)
+	rt.serve(s, w, r, who, arg)
 }
 
 // routes are the answers download gives, by the last segments of the path, so that the
 // function works behind any prefix. The first match wins; the empty path is a download.
-var routes = []struct {
-	last  string // "jobs/*": a job, its video_fid as arg
-	serve func(s *state, w http.ResponseWriter, r *http.Request, who identity, arg string)
-}{
-	{"download", func(s *state, w http.ResponseWriter, r *http.Request, who identity, _ string) { s.download(w, r, who) }},
-	{"jobs", func(s *state, w http.ResponseWriter, r *http.Request, who identity, _ string) { s.listJobs(w, r, who) }},
-	{"jobs/*", (*state).getJob},
+var routes = []routeEntry{
+	{"download", true, func(s *state, w http.ResponseWriter, r *http.Request, who identity, _ string) { s.download(w, r, who) }},
+	{"jobs", false, func(s *state, w http.ResponseWriter, r *http.Request, who identity, _ string) { s.listJobs(w, r, who) }},
+	{"jobs/*", false, (*state).getJob},
+}
+
+type routeEntry struct {
+	last        string // "jobs/*": a job, its video_fid as arg
+	signedLinks bool   // a signed link (?sig=) may stand for the token
+	serve       func(s *state, w http.ResponseWriter, r *http.Request, who identity, arg string)
 }
 
 // route finds the answer to path and the argument its last segment carries.
-func route(p string) (serve func(*state, http.ResponseWriter, *http.Request, identity, string), arg string) {
+func route(p string) (rt *routeEntry, arg string) {
 	p = strings.TrimSuffix(p, "/")
-	for _, rt := range routes {
+	for i := range routes {
+		rt := &routes[i]
 		if dir, ok := strings.CutSuffix(rt.last, "/*"); ok {
 			if path.Base(path.Dir(p)) == dir {
-				return rt.serve, path.Base(p)
+				return rt, path.Base(p)
 			}
 		} else if path.Base(p) == rt.last || (p == "" && rt.last == "download") {
-			return rt.serve, ""
+			return rt, ""
 		}
 	}
 	return nil, ""
@@ -128,6 +143,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("MONGODB_URI: %w", err)
 	}
+	secret := set.text("LINK_SECRET")
+	if len(secret) < minLinkSecret {
+		_ = client.Disconnect(ctx)
+		return fmt.Errorf("LINK_SECRET: %d bytes, want at least %d", len(secret), minLinkSecret)
+	}
 	prefix := set.text("MONGODB_DB_PREFIX")
 	s := &state{
 		log:       f.log,
@@ -136,6 +156,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		mp3s:      client.Database(prefix + "mp3s"),
 		auth:      newAuthClient(set.text("VALIDATE_URL"), set.duration("VALIDATE_CACHE_TTL")),
 		publicURL: set.text("PUBLIC_URL"),
+		links:     newLinkSigner(secret, set.text("LINK_SECRET_PREVIOUS")),
+		linkTTL:   set.duration("LINK_TTL"),
 		timeout:   set.duration("DOWNLOAD_TIMEOUT"),
 	}
 	if old := f.lc.start(s); old != nil {

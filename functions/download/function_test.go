@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -89,6 +90,7 @@ func newEnv(t testing.TB, cfg map[string]string) *testEnv {
 		"MONGODB_DB_PREFIX": e.prefix,
 		"VALIDATE_URL":      validate.URL + "/validate",
 		"PUBLIC_URL":        "https://mp3.example.com",
+		"LINK_SECRET":       testLinkSecret,
 	}
 	for k, v := range cfg {
 		if v == "" {
@@ -412,8 +414,11 @@ func TestJobStatus(t *testing.T) {
 		}
 	}
 	if raw["video_fid"] != done.Hex() || raw["state"] != "done" || raw["mp3_fid"] != done.Hex() || raw["duration_seconds"] != 61.5 ||
-		raw["size"] != 1234.0 || raw["attempts"] != 1.0 || raw["download_url"] != "https://mp3.example.com/download?fid="+done.Hex() {
+		raw["size"] != 1234.0 || raw["attempts"] != 1.0 || !strings.HasPrefix(raw["download_url"].(string), "https://mp3.example.com/download?") {
 		t.Errorf("job = %s", body)
+	}
+	if link, _ := url.Parse(raw["download_url"].(string)); link.Query().Get("fid") != done.Hex() || link.Query().Get("sig") == "" {
+		t.Errorf("download_url %s is not a signed link to %s", raw["download_url"], done.Hex())
 	}
 	if _, err := time.Parse(time.RFC3339, raw["created_at"].(string)); err != nil {
 		t.Errorf("created_at: %v", err)
@@ -430,8 +435,102 @@ func TestJobStatus(t *testing.T) {
 	fid := rel.putMP3(t, alice, "x.mp3", randomBytes(10, 6))
 	_, body = rel.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
 	_ = json.Unmarshal(body, &v)
-	if v["download_url"] != "/download?fid="+fid.Hex() {
+	if u, _ := v["download_url"].(string); !strings.HasPrefix(u, "/download?") || !strings.Contains(u, "fid="+fid.Hex()) {
 		t.Errorf("download_url without PUBLIC_URL: %v", v["download_url"])
+	}
+}
+
+const testLinkSecret = "a link secret of at least 32 bytes, for tests"
+
+// TestSignedLinks: the job's download_url downloads the MP3 with no token, as
+// in a plain browser tab, under its name; the same link tampered, expired,
+// moved to another file or made with another key is 403, and says nothing of
+// whether the file exists.
+func TestSignedLinks(t *testing.T) {
+	e := newEnv(t, nil)
+	data := randomBytes(300_000, 9)
+	fid := e.putMP3(t, alice, "holiday.mp3", data)
+	other := e.putMP3(t, bob, "bob.mp3", randomBytes(10, 10))
+
+	_, body := e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
+	var j struct {
+		DownloadURL string `json:"download_url"`
+	}
+	if err := json.Unmarshal(body, &j); err != nil {
+		t.Fatal(err)
+	}
+	link := strings.TrimPrefix(j.DownloadURL, "https://mp3.example.com")
+	resp, got := e.get(t, http.MethodGet, "", link)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) {
+		t.Fatalf("the job's link without a token: %d, %d bytes; want the MP3", resp.StatusCode, len(got))
+	}
+	if cd := resp.Header.Get("Content-Disposition"); !strings.Contains(cd, "holiday.mp3") {
+		t.Errorf("Content-Disposition %q", cd)
+	}
+	resp, _ = e.get(t, http.MethodGet, "", link, "Range", "bytes=100-199")
+	if resp.StatusCode != http.StatusPartialContent {
+		t.Errorf("a range of a signed link: %d, want 206", resp.StatusCode)
+	}
+
+	q, _ := url.ParseQuery(strings.TrimPrefix(link, "/download?"))
+	with := func(key, value string) string {
+		c := url.Values{}
+		for k, v := range q {
+			c[k] = v
+		}
+		c.Set(key, value)
+		return "/download?" + c.Encode()
+	}
+	sig := []byte(q.Get("sig"))
+	sig[5] ^= 2
+	signer := newLinkSigner(testLinkSecret, "")
+	for name, target := range map[string]string{
+		"tampered signature":      with("sig", string(sig)),
+		"later expiry":            with("exp", fmt.Sprint(time.Now().Add(365*24*time.Hour).Unix())),
+		"another user's file":     with("fid", other.Hex()),
+		"a file that is gone":     with("fid", bson.NewObjectID().Hex()),
+		"not an id":               with("fid", "nope"),
+		"expired":                 "/download?" + signer.query(fid.Hex(), alice, time.Now().Add(-time.Minute)),
+		"signed for bob":          "/download?" + signer.query(fid.Hex(), bob, time.Now().Add(time.Hour)),
+		"signed with another key": "/download?" + newLinkSigner("another secret of at least 32 bytes", "").query(fid.Hex(), alice, time.Now().Add(time.Hour)),
+	} {
+		resp, body := e.get(t, http.MethodGet, "", target)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), msgBadLink) {
+			t.Errorf("%s: %d %s, want 403 and nothing more", name, resp.StatusCode, body)
+		}
+	}
+
+	// Rotation: a link made with the previous key still works.
+	rotated := newEnv(t, map[string]string{"LINK_SECRET": "the next secret, also 32 bytes or more", "LINK_SECRET_PREVIOUS": testLinkSecret})
+	rfid := rotated.putMP3(t, alice, "r.mp3", data)
+	if resp, _ := rotated.get(t, http.MethodGet, "", "/download?"+signer.query(rfid.Hex(), alice, time.Now().Add(time.Hour))); resp.StatusCode != http.StatusOK {
+		t.Errorf("a link of LINK_SECRET_PREVIOUS: %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestJobProgress: a converting job shows how far ffmpeg is; once done, the
+// percentage is gone (it meant something only while converting).
+func TestJobProgress(t *testing.T) {
+	e := newEnv(t, nil)
+	fid := bson.NewObjectID()
+	e.putJob(t, fid, alice, "converting", "")
+	set := func(state string) {
+		if _, err := e.videos.Collection("jobs").UpdateOne(context.Background(), bson.D{{Key: "_id", Value: fid}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "progress", Value: int32(42)}, {Key: "state", Value: state}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("converting")
+	var v map[string]any
+	_, body := e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
+	if err := json.Unmarshal(body, &v); err != nil || v["progress"] != 42.0 {
+		t.Fatalf("converting job: %s, want progress 42", body)
+	}
+	set("failed")
+	_, body = e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
+	v = nil
+	if err := json.Unmarshal(body, &v); err != nil || v["progress"] != nil {
+		t.Fatalf("failed job: %s, want no progress", body)
 	}
 }
 
@@ -540,9 +639,10 @@ func TestStartAndReadiness(t *testing.T) {
 	if ok, _ := f.Ready(context.Background()); ok {
 		t.Error("ready before Start")
 	}
-	good := map[string]string{"MONGODB_URI": "mongodb://127.0.0.1:1/", "VALIDATE_URL": "http://127.0.0.1:1/validate"}
+	good := map[string]string{"MONGODB_URI": "mongodb://127.0.0.1:1/", "VALIDATE_URL": "http://127.0.0.1:1/validate", "LINK_SECRET": testLinkSecret}
 	for _, c := range []struct{ key, value string }{
 		{"VALIDATE_URL", ""}, {"MONGODB_URI", ""}, {"MONGODB_URI", "http://x"}, {"PUBLIC_URL", "ftp://x"}, {"DOWNLOAD_TIMEOUT", "soon"},
+		{"LINK_SECRET", ""}, {"LINK_SECRET", "too short"}, {"LINK_TTL", "0s"},
 	} {
 		cfg := map[string]string{}
 		for k, v := range good {

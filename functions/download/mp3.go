@@ -28,35 +28,69 @@ type fileDoc struct {
 // msgExpired answers the download of an MP3 the sweep deleted after MP3_RETENTION.
 const msgExpired = "this MP3 was deleted after the retention period; upload the video again to convert it anew"
 
-// expired answers 410 Gone when the caller's job of that id is expired (the sweep deleted its
-// MP3 after MP3_RETENTION), and reports whether it did; anything else is left to download.
-func (s *state) expired(w http.ResponseWriter, r *http.Request, who identity) bool {
-	fid, err := bson.ObjectIDFromHex(r.URL.Query().Get("fid"))
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+// expiredOwner returns the owner of the job of fid when that job is expired (the sweep
+// deleted its MP3 after MP3_RETENTION); ok is false otherwise, or when it cannot tell.
+func (s *state) expiredOwner(ctx context.Context, fid bson.ObjectID) (owner string, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var j job
-	err = s.videos.Collection("jobs").FindOne(ctx, bson.D{{Key: "_id", Value: fid}, {Key: "state", Value: JobExpired}}).Decode(&j)
-	if err != nil || !who.mayRead(j.owner()) {
-		return false
-	}
-	writeError(w, http.StatusGone, msgExpired)
-	return true
+	err := s.videos.Collection("jobs").FindOne(ctx, bson.D{{Key: "_id", Value: fid}, {Key: "state", Value: JobExpired}}).Decode(&j)
+	return j.owner(), err == nil
 }
 
-// download streams an MP3, honouring a single Range, If-Range and the validators.
+// download answers GET /download?fid= with the caller's token: the MP3, if it is theirs.
 func (s *state) download(w http.ResponseWriter, r *http.Request, who identity) {
-	if s.expired(w, r, who) {
-		return
+	if fid, err := bson.ObjectIDFromHex(r.URL.Query().Get("fid")); err == nil {
+		if owner, ok := s.expiredOwner(r.Context(), fid); ok && who.mayRead(owner) {
+			writeError(w, http.StatusGone, msgExpired)
+			return
+		}
 	}
 	var doc fileDoc
 	fid, ok := s.findOwned(w, r, s.mp3s.Collection("fs.files"), r.URL.Query().Get("fid"), who, &doc)
 	if !ok {
 		return
 	}
+	s.serveMP3(w, r, fid, &doc)
+}
 
+// msgBadLink is the whole answer to a link that is tampered, expired, or for
+// a file that is not its owner's or does not exist: it tells nothing more.
+const msgBadLink = "this download link is not valid: it may have expired; ask for a new one from your files"
+
+// downloadSigned answers GET /download?fid=&exp=&sig=: the MP3, if the link
+// was signed for its owner and has not expired. Anything else is 403, the
+// same for a file that does not exist.
+func (s *state) downloadSigned(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	fid, err := bson.ObjectIDFromHex(q.Get("fid"))
+	if err != nil {
+		writeError(w, http.StatusForbidden, msgBadLink)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+	defer cancel()
+	var doc fileDoc
+	err = s.mp3s.Collection("fs.files").FindOne(ctx, bson.D{{Key: "_id", Value: fid}}).Decode(&doc)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		if owner, ok := s.expiredOwner(r.Context(), fid); ok && s.links.valid(fid.Hex(), owner, q.Get("exp"), q.Get("sig"), time.Now()) {
+			writeError(w, http.StatusGone, msgExpired)
+			return
+		}
+		writeError(w, http.StatusForbidden, msgBadLink)
+	case err != nil:
+		s.storageError(w, "find in mp3s.fs.files", err)
+	case !s.links.valid(fid.Hex(), doc.owner(), q.Get("exp"), q.Get("sig"), time.Now()):
+		s.log.Info("download link refused", "mp3_fid", fid.Hex()) // never the signature
+		writeError(w, http.StatusForbidden, msgBadLink)
+	default:
+		s.serveMP3(w, r, fid, &doc)
+	}
+}
+
+// serveMP3 streams the MP3 of doc, honouring a single Range, If-Range and the validators.
+func (s *state) serveMP3(w http.ResponseWriter, r *http.Request, fid bson.ObjectID, doc *fileDoc) {
 	size := doc.Length
 	// Strong: a GridFS file never changes, and its id, length and upload date identify it.
 	etag := fmt.Sprintf(`"%s-%x-%x"`, fid.Hex(), size, doc.UploadDate.UnixMilli())

@@ -17,8 +17,8 @@ const userDeletedType = "dev.mp3converter.user.deleted"
 
 // publishUserDeleted sends user.deleted to the broker (K_SINK) as a binary-mode CloudEvent,
 // three attempts with a short backoff. Without K_SINK it does nothing.
-func (f *Function) publishUserDeleted(ctx context.Context, email string, at time.Time) error {
-	if f.sink == "" {
+func (s *state) publishUserDeleted(ctx context.Context, email string, at time.Time) error {
+	if s.sink == "" {
 		return nil
 	}
 	data, _ := json.Marshal(map[string]string{"username": email})
@@ -26,7 +26,7 @@ func (f *Function) publishUserDeleted(ctx context.Context, email string, at time
 	_, _ = rand.Read(id[:])
 	var err error
 	for attempt, wait := 1, 100*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
-		if err = f.post(ctx, hex.EncodeToString(id[:]), email, at, data); err == nil || attempt == 3 {
+		if err = s.post(ctx, hex.EncodeToString(id[:]), email, at, data); err == nil || attempt == 3 {
 			return err
 		}
 		select {
@@ -37,10 +37,10 @@ func (f *Function) publishUserDeleted(ctx context.Context, email string, at time
 	}
 }
 
-func (f *Function) post(ctx context.Context, id, email string, at time.Time, data []byte) error {
+func (s *state) post(ctx context.Context, id, email string, at time.Time, data []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.sink, bytes.NewReader(data))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.sink, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func startFunction(t *testing.T, cfg map[string]string, prepare ...func(*Functio
 
 func addUser(t *testing.T, f *Function, email string, admin bool) User {
 	t.Helper()
-	u, err := AddUser(context.Background(), f.db, email, password, admin, bcrypt.MinCost)
+	u, err := AddUser(context.Background(), f.lc.load().db, email, password, admin, bcrypt.MinCost)
 	if err != nil {
 		t.Fatalf("AddUser(%s): %v", email, err)
 	}
@@ -204,8 +204,9 @@ func TestLoginCredentials(t *testing.T) {
 		})
 	}
 	// Unknown users cost the same bcrypt work as known ones.
-	if c, err := bcrypt.Cost(f.dummyHash); err != nil || c != f.cost {
-		t.Errorf("dummy hash cost %d (%v), want %d", c, err, f.cost)
+	st := f.lc.load()
+	if c, err := bcrypt.Cost(st.dummyHash); err != nil || c != st.cost {
+		t.Errorf("dummy hash cost %d (%v), want %d", c, err, st.cost)
 	}
 }
 
@@ -478,7 +479,7 @@ func TestLoginRateLimit(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			clock := &fakeClock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
-			f, srv := startFunction(t, baseConfig(testDSN(t)), func(f *Function) { f.limiter.now = clock.Now })
+			f, srv := startFunction(t, baseConfig(testDSN(t)), func(f *Function) { f.clock = clock.Now })
 			addUser(t, f, bobEmail, false)
 			addUser(t, f, carolEmail, false)
 			n := 0
@@ -683,7 +684,7 @@ func TestAdminAPI(t *testing.T) {
 			if r := call(t, "GET", srv.URL+"/users", dave, ""); r.status != 200 {
 				t.Fatalf("dave as admin: %d %s", r.status, r.body)
 			}
-			if _, err := f.db.Exec("UPDATE users SET is_admin = FALSE WHERE email = ?", "dave@example.com"); err != nil {
+			if _, err := f.lc.load().db.Exec("UPDATE users SET is_admin = FALSE WHERE email = ?", "dave@example.com"); err != nil {
 				t.Fatal(err)
 			}
 			if r := call(t, "GET", srv.URL+"/users", dave, ""); r.status != 403 {

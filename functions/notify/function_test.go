@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	htmltemplate "html/template"
 	"io"
 	"log"
 	"math/big"
@@ -21,8 +22,11 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -253,7 +257,7 @@ func newEnv(t *testing.T, cfg map[string]string) *env {
 	_, _ = rand.Read(b[:])
 	e := &env{t: t, prefix: "t" + hex.EncodeToString(b[:]) + "_"}
 	full := map[string]string{"MONGODB_URI": mongoURI, "MONGODB_DB_PREFIX": e.prefix, "MAIL_FROM": testFrom,
-		"PUBLIC_URL": testPub, "SMTP_TIMEOUT": "10s"}
+		"PUBLIC_URL": testPub, "SMTP_TIMEOUT": "10s", "LINK_SECRET": testLinkSecret}
 	for k, v := range cfg {
 		full[k] = v
 	}
@@ -359,14 +363,40 @@ func (e *env) seedJob(state, reason string, extra bson.M) string {
 	return oid.Hex()
 }
 
+// job reads a jobs document and checks it against the job contract.
 func (e *env) job(fid string) bson.M {
 	e.t.Helper()
 	oid, _ := bson.ObjectIDFromHex(fid)
+	var raw bson.Raw
+	if err := e.jobs().FindOne(context.Background(), bson.M{"_id": oid}).Decode(&raw); err != nil {
+		e.t.Fatal(err)
+	}
+	validateJob(e.t, raw)
 	var m bson.M
-	if err := e.jobs().FindOne(context.Background(), bson.M{"_id": oid}).Decode(&m); err != nil {
+	if err := bson.Unmarshal(raw, &m); err != nil {
 		e.t.Fatal(err)
 	}
 	return m
+}
+
+// validateJob checks a jobs document against ../../events/job/schema.json, the job contract.
+func validateJob(t *testing.T, doc bson.Raw) {
+	t.Helper()
+	data, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch, err := jsonschema.NewCompiler().Compile(filepath.Join("..", "..", "events", "job", "schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		t.Errorf("job %s does not match events/job/schema.json: %v", data, err)
+	}
 }
 
 // claimReleased fails unless the job carries no notification claim.
@@ -584,10 +614,22 @@ func TestConvertedSendsReadyMail(t *testing.T) {
 	if want := "Your MP3 is ready: " + name; m.subject != want {
 		t.Errorf("Subject %q, want %q", m.subject, want)
 	}
-	link := testPub + "/download?fid=" + fid
-	contains(t, "text part", m.text, name, "1:00", link, "mp3converter download "+fid, "Authorization: Bearer")
-	contains(t, "html part", m.html, `holiday &lt;b&gt;&amp;&#34;live&#34;.mp3`, `href="`+link+`"`, "1:00",
-		"mp3converter download "+fid, "Authorization: Bearer &lt;token&gt;")
+	// The link is signed for the recipient, so it opens in a plain browser tab.
+	link := signedLink.FindString(m.text)
+	u, err := url.Parse(link)
+	if err != nil || !strings.HasPrefix(link, testPub+"/download?") {
+		t.Fatalf("no download link in:\n%s", m.text)
+	}
+	q := u.Query()
+	if q.Get("fid") != fid || !newLinkSigner(testLinkSecret, "").valid(fid, testUser, q.Get("exp"), q.Get("sig"), time.Now()) {
+		t.Errorf("%s is not a link to %s signed for %s", link, fid, testUser)
+	}
+	if exp, _ := strconv.ParseInt(q.Get("exp"), 10, 64); time.Until(time.Unix(exp, 0)) < 167*time.Hour {
+		t.Errorf("the link expires at %s, want LINK_TTL's 7 days from now", time.Unix(exp, 0))
+	}
+	contains(t, "text part", m.text, name, "1:00", "7 days", "mp3converter download "+fid)
+	contains(t, "html part", m.html, `holiday &lt;b&gt;&amp;&#34;live&#34;.mp3`, `href="`+htmltemplate.HTMLEscapeString(link)+`"`, "1:00",
+		"mp3converter download "+fid)
 	if strings.Contains(m.html, "<b>&") {
 		t.Errorf("html part carries the file name unescaped")
 	}
@@ -608,7 +650,7 @@ func TestFailedSendsReason(t *testing.T) {
 	}
 	contains(t, "text part", m.text, "holiday.mp4", "Reason: the file has no audio track", "audio track", "upload")
 	contains(t, "html part", m.html, "the file has no audio track", "upload another file")
-	if strings.Contains(m.text, "/download?fid=") {
+	if strings.Contains(m.text, "/download?") {
 		t.Errorf("failure mail carries a download link")
 	}
 	e.notified(fid)
@@ -799,7 +841,7 @@ func TestDeadLetterForDoneJobSendsReadyMail(t *testing.T) {
 	if m.subject != "Your MP3 is ready: holiday.mp3" {
 		t.Errorf("Subject %q", m.subject)
 	}
-	contains(t, "text part", m.text, testPub+"/download?fid="+fid, "1:00")
+	contains(t, "text part", m.text, testPub+"/download?", "fid="+fid, "1:00")
 }
 
 func TestDeadLetterKeepsReasonOfFailedJob(t *testing.T) {
@@ -841,7 +883,7 @@ func TestOutboxWritesOneEML(t *testing.T) {
 	if m.subject != "Your MP3 is ready: holiday.mp3" {
 		t.Errorf("Subject %q", m.subject)
 	}
-	contains(t, "text part", m.text, testPub+"/download?fid="+fid)
+	contains(t, "text part", m.text, testPub+"/download?", "fid="+fid)
 	e.notified(fid)
 }
 
@@ -897,7 +939,7 @@ func TestMongoDownIs503(t *testing.T) {
 	ln.Close() // nothing listens there any more
 	f := New()
 	if err := f.Start(context.Background(), map[string]string{"MONGODB_URI": "mongodb://" + addr + "/?connectTimeoutMS=1000",
-		"MAIL_DIR": t.TempDir()}); err != nil {
+		"MAIL_DIR": t.TempDir(), "LINK_SECRET": testLinkSecret}); err != nil {
 		t.Fatalf("Start must not fail while MongoDB is down: %v", err)
 	}
 	t.Cleanup(func() { _ = f.Stop(context.Background()) })
@@ -935,6 +977,10 @@ func TestSMTPSImplicitTLS(t *testing.T) {
 	}
 }
 
+const testLinkSecret = "a link secret of at least 32 bytes, for tests"
+
+var signedLink = regexp.MustCompile(`https?://\S+/download\?\S+`)
+
 func TestBadConfigFailsStartWithoutLeakingPassword(t *testing.T) {
 	for _, tc := range []map[string]string{
 		{"SMTP_URL": "smtp://user:hunter2@host:99999"},
@@ -944,6 +990,7 @@ func TestBadConfigFailsStartWithoutLeakingPassword(t *testing.T) {
 		{"SMTP_TIMEOUT": "soon"},
 		{"MAIL_FROM": "not an address"},
 		{"PUBLIC_URL": "ftp://x"},
+		{"LINK_SECRET": "short"},
 	} {
 		err := New().Start(context.Background(), tc)
 		if err == nil {

@@ -5,9 +5,9 @@ import (
 	htmltemplate "html/template"
 	"math"
 	"net/mail"
-	"net/url"
 	"strings"
 	texttemplate "text/template"
+	"time"
 	"unicode"
 
 	gomail "github.com/wneessen/go-mail"
@@ -38,7 +38,7 @@ func (b *badMessage) Unwrap() error { return b.err }
 
 // mailView is what the templates show.
 type mailView struct {
-	Name, Duration, Link, FID, Reason string
+	Name, Duration, Link, FID, Reason, Valid string
 }
 
 var (
@@ -50,14 +50,10 @@ your MP3 is ready.
   Duration: {{.Duration}}
   Download: {{.Link}}
 
-The link needs your login token: it works only with an
-"Authorization: Bearer <token>" header, not in a plain browser tab. For example:
+Open the link in your browser to download it; it works for {{.Valid}}.
+After that, sign in and download it from your files, or run
 
   mp3converter download {{.FID}}
-
-or
-
-  curl -fLOJ -H "Authorization: Bearer $TOKEN" '{{.Link}}'
 
 -- 
 mp3converter
@@ -89,11 +85,8 @@ mp3converter
 <tr><td>Duration:</td><td>{{.Duration}}</td></tr>
 <tr><td>Download:</td><td><a href="{{.Link}}">{{.Link}}</a></td></tr>
 </table>
-<p>The link needs your login token: it works only with an
-<code>Authorization: Bearer &lt;token&gt;</code> header, not in a plain browser tab. For example:</p>
-<pre>mp3converter download {{.FID}}</pre>
-<p>or</p>
-<pre>curl -fLOJ -H "Authorization: Bearer $TOKEN" '{{.Link}}'</pre>
+<p>Open the link to download it; it works for {{.Valid}}. After that, sign in and
+download it from your files, or run <code>mp3converter download {{.FID}}</code>.</p>
 <p>-- <br>mp3converter</p>
 </body></html>
 `))
@@ -124,7 +117,9 @@ func (rt *runtime) message(n notice) (*gomail.Msg, string, error) {
 		text, html = readyText, readyHTML
 		view.Duration = formatDuration(n.duration)
 		view.FID = n.mp3FID
-		view.Link = rt.publicURL + "/download?fid=" + url.QueryEscape(n.mp3FID)
+		// Signed for the recipient, the file's owner: it opens in a plain browser tab.
+		view.Link = rt.publicURL + "/download?" + rt.links.query(n.mp3FID, n.to, time.Now().Add(rt.linkTTL))
+		view.Valid = formatValidity(rt.linkTTL)
 	}
 	m := gomail.NewMsg()
 	if err := m.From(rt.from); err != nil {
@@ -151,6 +146,18 @@ func (rt *runtime) message(n notice) (*gomail.Msg, string, error) {
 		return nil, "", &badMessage{err}
 	}
 	return m, subject, nil
+}
+
+// formatValidity says how long a link works, in days or hours.
+func formatValidity(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int(d.Hours()/24))
+	case d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", int(d.Hours()))
+	default:
+		return d.Round(time.Minute).String()
+	}
 }
 
 // oneLine replaces control characters (newlines included) by spaces.

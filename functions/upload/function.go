@@ -29,7 +29,7 @@ var Settings = []Setting{
 	{Name: "PUBLIC_URL", Kind: KindURL, Meaning: "base of status_url; unset gives a relative /jobs/<fid>"},
 	{Name: "MAX_UPLOAD_BYTES", Kind: KindInt, Default: "2147483648", Min: "1", Meaning: "largest upload accepted (2 GiB)"},
 	{Name: "UPLOAD_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "time an identified caller gets to send the body"},
-	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "4", Min: "1", Meaning: "uploads stored at once; more get 503 with Retry-After (memory stays bounded)"},
+	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest); more get 503 with Retry-After"},
 }
 
 // Function is the upload function. Its zero value is not usable: call New, then Start.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,6 +33,7 @@ type Job struct {
 	Attempts        int32     `json:"attempts"`
 	CreatedAt       time.Time `json:"created_at"`
 	UpdatedAt       time.Time `json:"updated_at"`
+	Progress        *int      `json:"progress,omitempty"` // 0-100 while converting
 	DownloadURL     string    `json:"download_url,omitempty"`
 }
 
@@ -53,6 +55,31 @@ func (c *Client) Upload(ctx context.Context, body io.Reader, size int64, filenam
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Expect", "100-continue")
+	var out Uploaded
+	return out, c.do(req, &out)
+}
+
+// UploadForm streams body as the one file part of a multipart POST /upload
+// named filename, as `curl -F file=@...` and the original API's clients do.
+func (c *Client) UploadForm(ctx context.Context, body io.Reader, filename string) (Uploaded, error) {
+	pr, pw := io.Pipe()
+	defer pr.Close() // ends the writer below if the request stops reading
+	mw := multipart.NewWriter(pw)
+	go func() {
+		part, err := mw.CreateFormFile("file", filename)
+		if err == nil {
+			_, err = io.Copy(part, body)
+		}
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Server+"/upload", pr)
+	if err != nil {
+		return Uploaded{}, err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
 	var out Uploaded
 	return out, c.do(req, &out)
 }
@@ -93,6 +120,7 @@ type Download struct {
 	Size         int64  // the whole file's size, -1 if unknown
 	ETag         string // the validator to resume with (If-Range)
 	LastModified string
+	ContentType  string
 	Filename     string // from Content-Disposition, "" if none
 }
 
@@ -120,6 +148,7 @@ func (c *Client) OpenDownload(ctx context.Context, fid string, offset int64, ifR
 		Size:         resp.ContentLength,
 		ETag:         resp.Header.Get("ETag"),
 		LastModified: resp.Header.Get("Last-Modified"),
+		ContentType:  resp.Header.Get("Content-Type"),
 	}
 	if _, params, err := mime.ParseMediaType(resp.Header.Get("Content-Disposition")); err == nil {
 		d.Filename = params["filename"]

@@ -2,7 +2,7 @@
 // parsing, JSON errors, the lifecycle, token checking through validate, JWT key loading and
 // the job states. Functions are independent Go modules built alone by func, so they cannot
 // import it: `go generate ./...` copies the files each function needs (see the table in
-// gen/main.go) into functions/<name>/kit_<file>.go, and TestCopiesAreFresh fails when a copy
+// generate.go) into functions/<name>/kit_<file>.go, and TestCopiesAreFresh fails when a copy
 // is stale. Edit here, never the copies.
 //
 // Only the files named in the table are copied; this file, generate.go and the tests are not.

@@ -12,9 +12,9 @@ import (
 // Copies says which kit files each function gets. A new function is a new line here.
 var Copies = map[string][]string{
 	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go"},
-	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go"},
+	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go"},
 	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
-	"notify":   {"settings.go", "lifecycle.go", "jobstate.go"},
+	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
 	"sweep":    {"settings.go", "lifecycle.go", "jobstate.go"},
 	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go"},
 	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},

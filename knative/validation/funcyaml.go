@@ -33,8 +33,8 @@ func LoadFuncYAML(path string) (*FuncYAML, error) {
 }
 
 // Variables a Service may carry although func.yaml does not list them:
-// ADDRESS is added by func deploy itself.
-var deployerEnvs = []string{addressEnvName}
+// ADDRESS and BUILT are added by func deploy itself.
+var deployerEnvs = []string{addressEnvName, BuiltEnv}
 
 // CheckFuncYAML compares a function's func.yaml (and its Handle signature)
 // with its Knative Service in m, the way `func deploy` would turn the

@@ -173,7 +173,7 @@ func TestFuncYAMLComparison(t *testing.T) {
 		}, `func.yaml says 1Gi, the Knative Service's emptyDir.sizeLimit says 6Gi: run\.volumes\[0\]\.emptyDir\.sizeLimit`},
 		{"a mount func.yaml does not list", "convert", func(t *testing.T, m *Manifests, f *FuncYAML, _ **Shape) {
 			f.Run.Volumes = nil
-		}, `the Service mounts tmp at /tmp, which func.yaml does not list`},
+		}, `the Service mounts empty-dir-0 at /tmp, which func.yaml does not list`},
 		{"a volume the Service does not mount", "login", func(t *testing.T, m *Manifests, f *FuncYAML, _ **Shape) {
 			f.Run.Volumes = append(f.Run.Volumes, FuncVolume{Path: sp("/etc/keys"), Secret: sp("mp3converter-jwt")})
 		}, `the Service mounts nothing at /etc/keys`},

@@ -36,11 +36,16 @@ type Manifests struct {
 	Kustomization    *Kustomization
 	KustomizeConfigs map[string]*KustomizeConfig // by file name
 	Files            []string                    // every *.yaml/*.yml considered, relative to Dir
+	// ServingDefaults is Knative Serving's config-defaults data the cluster
+	// runs with (ServingDefaultsFile; nil: Knative's own defaults).
+	ServingDefaults map[string]string
 }
 
 // Load reads dir (knative/): kustomization.yaml, the transformer
-// configurations it names, and every other *.yaml/*.yml file below dir except
-// the validation module itself and secrets/. Every document must decode
+// configurations it names, every other *.yaml/*.yml file below dir except
+// the Go packages, secrets/ and cluster/ (whose config-defaults become
+// ServingDefaults), and, beside them, the Knative Service func deploy makes
+// of each ../functions/<name>/func.yaml. Every document must decode
 // strictly into a known type; the first problems found are returned as one
 // error.
 func Load(dir string) (*Manifests, error) {
@@ -50,6 +55,9 @@ func Load(dir string) (*Manifests, error) {
 		return nil, err
 	}
 	m.Files = files
+	if m.ServingDefaults, err = LoadServingDefaults(dir); err != nil {
+		return nil, err
+	}
 	k, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
 		return nil, err
@@ -85,7 +93,43 @@ func Load(dir string) (*Manifests, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	services, err := funcDeployServices(RepoFrom(filepath.Dir(filepath.Clean(dir))).Functions)
+	if err != nil {
+		return nil, err
+	}
+	m.Objects = append(m.Objects, services...)
 	return m, nil
+}
+
+// funcDeployServices are the Knative Services `func deploy` makes of every
+// functions/<name>/func.yaml (FuncDeployService), which the rules check
+// beside the platform: they are what runs on the cluster.
+func funcDeployServices(functionsDir string) ([]*model.Object, error) {
+	dirs, err := os.ReadDir(functionsDir)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*model.Object
+	for _, d := range dirs {
+		file := filepath.Join(functionsDir, d.Name(), "func.yaml")
+		if _, err := os.Stat(file); err != nil {
+			continue
+		}
+		f, err := LoadFuncYAML(file)
+		if err != nil {
+			return nil, err
+		}
+		svc, err := FuncDeployService(f, FuncImage(f.Name))
+		if err != nil {
+			return nil, fmt.Errorf("%s: func deploy would fail: %w", file, err)
+		}
+		o, err := funcServiceObject("functions/"+d.Name()+"/func.yaml", svc)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, o)
+	}
+	return objs, nil
 }
 
 // DecodeKustomization decodes kustomization.yaml strictly into the subset
@@ -111,7 +155,7 @@ func yamlFiles(dir string) ([]string, error) {
 		}
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if rel == "validation" || rel == "secrets" || (rel != "." && strings.HasPrefix(d.Name(), ".")) {
+			if rel == "validation" || rel == "model" || rel == "secrets" || rel == ClusterDir || (rel != "." && strings.HasPrefix(d.Name(), ".")) {
 				return filepath.SkipDir
 			}
 			return nil

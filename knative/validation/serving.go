@@ -21,15 +21,18 @@ import (
 const MaxRevisionTimeoutSeconds = 600
 
 // ServingContext is the context Knative Serving's webhook validates a create
-// in: the default config-defaults (with max-revision-timeout-seconds 600
-// spelled out), config-features and config-autoscaler, as serving's own
-// tests build it with config.ToContext, inside apis.WithinCreate.
-func ServingContext() context.Context {
-	defaults, err := config.NewDefaultsConfigFromMap(map[string]string{
-		"max-revision-timeout-seconds": strconv.Itoa(MaxRevisionTimeoutSeconds),
-	})
+// in: config-defaults with the given data (nil: Knative's defaults; the
+// max-revision-timeout-seconds of 600 is spelled out unless given),
+// config-features and config-autoscaler as installed, as serving's own tests
+// build it with config.ToContext, inside apis.WithinCreate.
+func ServingContext(defaults map[string]string) context.Context {
+	data := map[string]string{"max-revision-timeout-seconds": strconv.Itoa(MaxRevisionTimeoutSeconds)}
+	for k, v := range defaults {
+		data[k] = v
+	}
+	dc, err := config.NewDefaultsConfigFromMap(data)
 	if err != nil {
-		panic(err)
+		panic(err) // LoadServingDefaults' caller validated it
 	}
 	features, err := config.NewFeaturesConfigFromMap(map[string]string{})
 	if err != nil {
@@ -40,16 +43,16 @@ func ServingContext() context.Context {
 		panic(err)
 	}
 	ctx := config.ToContext(context.Background(), &config.Config{
-		Defaults: defaults, Features: features, Autoscaler: autoscaler,
+		Defaults: dc, Features: features, Autoscaler: autoscaler,
 	})
 	return apis.WithinCreate(ctx)
 }
 
-// Defaulted returns a copy of svc after Knative's SetDefaults, as the
-// webhook stores it.
-func Defaulted(svc *servingv1.Service) *servingv1.Service {
+// Defaulted returns a copy of svc after Knative's SetDefaults under the
+// cluster's config-defaults, as the webhook stores it.
+func Defaulted(svc *servingv1.Service, defaults map[string]string) *servingv1.Service {
 	d := svc.DeepCopy()
-	d.SetDefaults(ServingContext())
+	d.SetDefaults(ServingContext(defaults))
 	return d
 }
 
@@ -65,7 +68,7 @@ func CheckKnativeServices(m *Manifests) *apis.FieldError {
 			continue
 		}
 		d := svc.DeepCopy()
-		ctx := ServingContext()
+		ctx := ServingContext(m.ServingDefaults)
 		d.SetDefaults(ctx)
 		errs = errs.Also(o.Via(d.Validate(ctx)))
 	}
@@ -77,7 +80,6 @@ const (
 	FunctionPort   = 8080
 	ReadinessPath  = "/health/readiness"
 	LivenessPath   = "/health/liveness"
-	ImagePrefix    = "mp3converter/"
 	maxScaleLimit  = 100
 	addressEnvName = "ADDRESS"
 )
@@ -103,9 +105,10 @@ func ptrInt64(v int64) *int64 { return &v }
 // to run a func-built image well: scale to zero with a bounded max-scale, one
 // container on port 8080 listening on all interfaces (ADDRESS=0.0.0.0, as
 // func deploy sets it), probes on func-go's health paths, resources, a
-// restricted securityContext, an explicit timeoutSeconds within the cluster
-// maximum, and a response-start timeout as long as the request timeout when
-// the function answers only at the end.
+// restricted securityContext, a timeoutSeconds (after defaulting with the
+// cluster's config-defaults) within the cluster maximum, and a
+// response-start timeout as long as the request timeout, since the
+// functions answer only at the end.
 func CheckServicePolicy(m *Manifests) *apis.FieldError {
 	var errs *apis.FieldError
 	for _, o := range m.Objects {
@@ -113,12 +116,12 @@ func CheckServicePolicy(m *Manifests) *apis.FieldError {
 		if !ok {
 			continue
 		}
-		errs = errs.Also(o.Via(servicePolicy(svc)))
+		errs = errs.Also(o.Via(servicePolicy(svc, m.ServingDefaults)))
 	}
 	return errs
 }
 
-func servicePolicy(svc *servingv1.Service) *apis.FieldError {
+func servicePolicy(svc *servingv1.Service, defaults map[string]string) *apis.FieldError {
 	var errs *apis.FieldError
 	tmpl := svc.Spec.Template
 	ann := tmpl.Annotations
@@ -142,22 +145,21 @@ func servicePolicy(svc *servingv1.Service) *apis.FieldError {
 		if exp.ContainerConcurrency != nil && (spec.ContainerConcurrency == nil || *spec.ContainerConcurrency != *exp.ContainerConcurrency) {
 			errs = errs.Also(apis.ErrInvalidValue(deref(spec.ContainerConcurrency), "spec.template.spec.containerConcurrency", fmt.Sprintf("must be %d", *exp.ContainerConcurrency)))
 		}
-		if exp.TimeoutSeconds != 0 && (spec.TimeoutSeconds == nil || *spec.TimeoutSeconds != exp.TimeoutSeconds) {
-			errs = errs.Also(apis.ErrInvalidValue(deref(spec.TimeoutSeconds), "spec.template.spec.timeoutSeconds", fmt.Sprintf("must be %d", exp.TimeoutSeconds)))
+		if t := Defaulted(svc, defaults).Spec.Template.Spec.TimeoutSeconds; exp.TimeoutSeconds != 0 && deref0(t) != exp.TimeoutSeconds {
+			errs = errs.Also(apis.ErrInvalidValue(deref(t), "spec.template.spec.timeoutSeconds",
+				fmt.Sprintf("must be %d after defaulting (knative/%s sets revision-timeout-seconds for func deploy's Services)", exp.TimeoutSeconds, ServingDefaultsFile)))
 		}
 	}
-	if spec.TimeoutSeconds == nil {
-		errs = errs.Also(apis.ErrMissingField("spec.template.spec.timeoutSeconds"))
-	} else if t := *spec.TimeoutSeconds; t < 1 || t > MaxRevisionTimeoutSeconds {
+	// func deploy sets no timeoutSeconds: the cluster's config-defaults
+	// (knative/cluster) decide, unless a Service sets its own.
+	d := Defaulted(svc, defaults).Spec.Template.Spec
+	if t := deref0(d.TimeoutSeconds); t < 1 || t > MaxRevisionTimeoutSeconds {
 		errs = errs.Also(apis.ErrOutOfBoundsValue(t, 1, MaxRevisionTimeoutSeconds, "spec.template.spec.timeoutSeconds"))
-	} else {
-		// After defaulting, a request that only answers at its end must be
-		// allowed to start its response as late as it may end.
-		d := Defaulted(svc).Spec.Template.Spec
-		if d.ResponseStartTimeoutSeconds != nil && *d.ResponseStartTimeoutSeconds < t {
-			errs = errs.Also(apis.ErrInvalidValue(*d.ResponseStartTimeoutSeconds, "spec.template.spec.responseStartTimeoutSeconds",
-				fmt.Sprintf("is %d after defaulting, shorter than timeoutSeconds %d: set it to %d (the functions answer only when done)", *d.ResponseStartTimeoutSeconds, t, t)))
-		}
+	} else if d.ResponseStartTimeoutSeconds != nil && *d.ResponseStartTimeoutSeconds < t {
+		// A request that only answers at its end must be allowed to start
+		// its response as late as it may end.
+		errs = errs.Also(apis.ErrInvalidValue(*d.ResponseStartTimeoutSeconds, "spec.template.spec.responseStartTimeoutSeconds",
+			fmt.Sprintf("is %d after defaulting, shorter than timeoutSeconds %d: set revision-response-start-timeout-seconds to %d in config-defaults (the functions answer only when done)", *d.ResponseStartTimeoutSeconds, t, t)))
 	}
 
 	if len(spec.Containers) != 1 {
@@ -169,11 +171,9 @@ func servicePolicy(svc *servingv1.Service) *apis.FieldError {
 
 func containerPolicy(name string, c *corev1.Container) *apis.FieldError {
 	var errs *apis.FieldError
-	if want := ImagePrefix + name; imageName(c.Image) != want {
-		errs = errs.Also(apis.ErrInvalidValue(c.Image, "image", fmt.Sprintf("must be the short name %q: kustomization.yaml's images: points it at a registry", want)))
-	}
-	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != FunctionPort {
-		errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("must declare exactly the port %d func-go serves on", FunctionPort), "ports"))
+	// func deploy declares no port: Knative's default, 8080, is func-go's.
+	if len(c.Ports) > 1 || len(c.Ports) == 1 && c.Ports[0].ContainerPort != FunctionPort {
+		errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("may declare only the port %d func-go serves on", FunctionPort), "ports"))
 	}
 	errs = errs.Also(probePolicy(c.ReadinessProbe, ReadinessPath).ViaField("readinessProbe"))
 	errs = errs.Also(probePolicy(c.LivenessProbe, LivenessPath).ViaField("livenessProbe"))
@@ -267,18 +267,6 @@ func parseGoMemLimit(s string) (int64, error) {
 		return 0, fmt.Errorf("not a size like 400MiB")
 	}
 	return n * mult, nil
-}
-
-// imageName strips a tag or digest; a registry prefix stays (and fails the
-// short-name check).
-func imageName(image string) string {
-	if i := strings.Index(image, "@"); i >= 0 {
-		image = image[:i]
-	}
-	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
-		image = image[:i]
-	}
-	return image
 }
 
 func deref(p *int64) any {

@@ -67,7 +67,7 @@ func RetryWindow(d *model.DeliverySpec) (time.Duration, error) {
 // once as the Trigger's parallelism sends.
 func CheckTimeouts(m *Manifests) *apis.FieldError {
 	var errs *apis.FieldError
-	var longest time.Duration
+	var longest, longestWindow time.Duration
 	var longestName string
 	for _, t := range model.Of[*model.Trigger](&m.Manifests) {
 		o := m.ObjectOf(t)
@@ -81,8 +81,10 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 		if err != nil {
 			continue // CheckEventingWebhooks reports it
 		}
-		if w, err := RetryWindow(d); err == nil && w > longest {
-			longest, longestName = w, t.Name
+		if w, err := RetryWindow(d); err == nil {
+			if h := Unacknowledged(w, parallelism(t)); h > longest {
+				longest, longestName, longestWindow = h, t.Name, w
+			}
 		}
 		ref := t.Spec.Subscriber.Ref
 		if ref == nil || ref.Kind != "Service" {
@@ -92,7 +94,7 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 		if svc == nil {
 			continue // CheckReferences reports it
 		}
-		spec := Defaulted(svc).Spec.Template.Spec
+		spec := Defaulted(svc, m.ServingDefaults).Spec.Template.Spec
 		ts := time.Duration(deref0(spec.TimeoutSeconds)) * time.Second
 		if timeout > ts {
 			errs = errs.Also(o.Via(apis.ErrInvalidValue(*d.Timeout, "spec.delivery.timeout",
@@ -118,7 +120,7 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 		if !ok {
 			continue
 		}
-		ts := time.Duration(deref0(svc.Spec.Template.Spec.TimeoutSeconds)) * time.Second
+		ts := time.Duration(deref0(Defaulted(svc, m.ServingDefaults).Spec.Template.Spec.TimeoutSeconds)) * time.Second
 		own, err := m.envDuration(svc, env)
 		switch {
 		case err != nil:
@@ -136,10 +138,38 @@ func CheckTimeouts(m *Manifests) *apis.FieldError {
 		}
 		if ct <= longest {
 			errs = errs.Also(m.ObjectOf(c).Via(apis.ErrInvalidValue(ct.Milliseconds(), "spec.rabbitmq.additionalConfig.consumer_timeout",
-				fmt.Sprintf("must exceed the longest retry window, %s for Trigger %s (%d ms): RabbitMQ would close the dispatcher's channel mid-delivery", longest, longestName, longest.Milliseconds()))))
+				fmt.Sprintf("must exceed the longest a message stays unacknowledged, %s for Trigger %s (%d ms: the dispatcher's %d prefetched messages in turns of its parallelism, each up to the retry window %s): RabbitMQ would close the dispatcher's channel and redeliver everything, running deliveries included",
+					longest, longestName, longest.Milliseconds(), DispatcherPrefetch, longestWindow))))
 		}
 	}
 	return errs
+}
+
+// DispatcherPrefetch is the QoS prefetch of eventing-rabbitmq's dispatcher,
+// fixed whatever the Trigger's parallelism (knative-v1.15.0
+// pkg/rabbit/connections_handler.go ChannelQoS: Qos(100, 0, false)).
+const DispatcherPrefetch = 100
+
+// Unacknowledged is how long a message can stay unacknowledged at a
+// dispatcher that holds DispatcherPrefetch messages and works on parallelism
+// of them at once, each for up to window: the last one waits for
+// ceil(prefetch/parallelism) turns. RabbitMQ's consumer_timeout counts from
+// the delivery to the dispatcher, not from the start of the work.
+func Unacknowledged(window time.Duration, parallelism int) time.Duration {
+	if parallelism < 1 {
+		parallelism = 1
+	}
+	turns := (DispatcherPrefetch + parallelism - 1) / parallelism
+	return time.Duration(turns) * window
+}
+
+// parallelism is a Trigger's rabbitmq.eventing.knative.dev/parallelism (1
+// when unset or invalid; CheckEventingWebhooks reports the latter).
+func parallelism(t *model.Trigger) int {
+	if n, err := strconv.Atoi(t.Annotations[model.ParallelismAnnotation]); err == nil && n >= 1 {
+		return n
+	}
+	return 1
 }
 
 // parallelismFits: a subscriber with containerConcurrency c and max-scale n

@@ -11,14 +11,15 @@ import "encoding/json"
 // knative/ may use. Decoding is strict: a field outside this subset is an
 // error, so nobody adds a transformer the tests do not model.
 type Kustomization struct {
-	APIVersion      string            `json:"apiVersion"`
-	Kind            string            `json:"kind"`
-	Namespace       string            `json:"namespace,omitempty"`
-	Labels          []KustomizeLabel  `json:"labels,omitempty"`
-	Resources       []string          `json:"resources,omitempty"`
-	Configurations  []string          `json:"configurations,omitempty"`
-	SecretGenerator []SecretGenerator `json:"secretGenerator,omitempty"`
-	Images          []KustomizeImage  `json:"images,omitempty"`
+	APIVersion       string            `json:"apiVersion"`
+	Kind             string            `json:"kind"`
+	Namespace        string            `json:"namespace,omitempty"`
+	Labels           []KustomizeLabel  `json:"labels,omitempty"`
+	Resources        []string          `json:"resources,omitempty"`
+	Configurations   []string          `json:"configurations,omitempty"`
+	GeneratorOptions *GeneratorOptions `json:"generatorOptions,omitempty"`
+	SecretGenerator  []SecretGenerator `json:"secretGenerator,omitempty"`
+	Images           []KustomizeImage  `json:"images,omitempty"`
 }
 
 // KustomizeLabel is one entry of labels:.
@@ -26,6 +27,11 @@ type KustomizeLabel struct {
 	Pairs            map[string]string `json:"pairs"`
 	IncludeSelectors bool              `json:"includeSelectors,omitempty"`
 	IncludeTemplates bool              `json:"includeTemplates,omitempty"`
+}
+
+// GeneratorOptions is generatorOptions:, the options of every generator.
+type GeneratorOptions struct {
+	DisableNameSuffixHash bool `json:"disableNameSuffixHash,omitempty"`
 }
 
 // SecretGenerator is one entry of secretGenerator:.
@@ -138,7 +144,7 @@ type FuncDeploy struct {
 	Remote             bool                `json:"remote,omitempty"`
 	Annotations        map[string]string   `json:"annotations,omitempty"`
 	Options            FuncOptions         `json:"options,omitempty"`
-	Labels             []map[string]string `json:"labels,omitempty"`
+	Labels             []FuncLabel         `json:"labels,omitempty"`
 	HealthEndpoints    FuncHealthEndpoints `json:"healthEndpoints,omitempty"`
 	ServiceAccountName string              `json:"serviceAccountName,omitempty"`
 	Image              string              `json:"image,omitempty"`
@@ -178,6 +184,12 @@ type FuncLimits struct {
 	CPU         *string `json:"cpu,omitempty"`
 	Memory      *string `json:"memory,omitempty"`
 	Concurrency *int64  `json:"concurrency,omitempty"`
+}
+
+// FuncLabel is one deploy.labels entry: a value or {{ env:NAME }}.
+type FuncLabel struct {
+	Key   *string `json:"key"`
+	Value *string `json:"value,omitempty"`
 }
 
 // FuncHealthEndpoints is deploy.healthEndpoints.

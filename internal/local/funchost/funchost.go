@@ -61,6 +61,13 @@ type Function struct {
 	Config   map[string]string // the map Start receives: the environment
 	Listener net.Listener      // where to serve; LISTEN_ADDRESS in a container
 	Logger   *slog.Logger
+
+	// Concurrency is the Service's containerConcurrency: requests beyond it
+	// wait in a queue of ten times as many, then get 503 (queue.go). 0: no
+	// limit, as Knative's default.
+	Concurrency int
+	// QueueWait bounds a request's wait for a slot (default 10 minutes).
+	QueueWait time.Duration
 }
 
 // Serve serves f until ctx is done or Start fails, then shuts down: the HTTP
@@ -86,6 +93,9 @@ func Serve(ctx context.Context, f Function) error {
 	}
 	mux.HandleFunc("/health/readiness", probe(ready, "READY"))
 	mux.HandleFunc("/health/liveness", probe(alive, "ALIVE"))
+	if f.Concurrency > 0 {
+		handler = newQueue(f.Concurrency, f.QueueWait).wrap(handler)
+	}
 	mux.Handle("/", handler)
 	srv := &http.Server{
 		Handler:           mux,

@@ -1,25 +1,22 @@
-package stack
+package stack_test
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"mp3converter/internal/client"
+	"mp3converter/internal/local/stack"
 	"mp3converter/internal/local/standins"
 	"mp3converter/internal/mailtest"
+	"mp3converter/internal/stacktest"
 )
 
 // The stack is killed (SIGKILL) while convert is converting, then started
@@ -30,7 +27,6 @@ func TestKilledMidConversionLosesNothing(t *testing.T) {
 	if rabbitURL == "" {
 		t.Skip("RABBITMQ_URL is not set: only a durable broker survives a kill (CI sets it)")
 	}
-	bin := buildBinary(t)
 	mail, err := mailtest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -48,42 +44,51 @@ func TestKilledMidConversionLosesNothing(t *testing.T) {
 	}
 	defer mongoSrv.Close()
 
-	prefix := "crash" + randomHex(4)
-	defer deleteBrokerTopology(t, rabbitURL, prefix)
-	addr := freeAddr(t)
+	prefix := "crash" + stacktest.RandomHex(4)
+	defer stacktest.DeleteBrokerTopology(rabbitURL, prefix)
+	addr := stacktest.FreeAddr(t)
 	dataDir := t.TempDir()
 	env := append(os.Environ(),
 		"RABBITMQ_URL="+rabbitURL, "MP3C_BROKER_PREFIX="+prefix,
 		"MYSQL_DSN="+mysqlSrv.DSN, "MONGODB_URI="+mongoSrv.URI, "MONGODB_DB_PREFIX=",
-		"SMTP_URL="+mail.URL, "MP3C_ADMIN_EMAIL="+adminEmail, "MP3C_ADMIN_PASSWORD="+adminPassword,
+		"SMTP_URL="+mail.URL, "MP3C_ADMIN_EMAIL="+stacktest.AdminEmail, "MP3C_ADMIN_PASSWORD="+stacktest.AdminPassword,
 		"BCRYPT_COST=4", "MP3C_LOG_LEVEL=info")
 
-	first := startProcess(t, bin, env, addr, dataDir)
-	c := &client.Client{Server: "http://" + addr}
-	tok, err := c.Login(context.Background(), adminEmail, adminPassword)
+	first := up(t, env, addr, dataDir)
+	tok, err := (&client.Client{Server: "http://" + addr}).Login(context.Background(), stacktest.AdminEmail, stacktest.AdminPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &testStack{Stack: &Stack{URL: "http://" + addr}, mail: mail, token: tok.AccessToken}
+	// The API of the process, through stacktest's helpers.
+	e := &stacktest.Stack{Stack: &stack.Stack{URL: "http://" + addr}, AdminToken: tok.AccessToken}
 	// Long audio, so the kill lands while ffmpeg runs.
-	fid := e.upload(t, makeLongAudioVideo(t))
-	first.waitForLog(t, `"msg":"claimed the job"`)
-	first.kill(t)
+	long := filepath.Join(t.TempDir(), "long.mp4")
+	stacktest.FFmpeg(t, long, "-f", "lavfi", "-i", "color=c=black:size=64x64:rate=1:duration=300",
+		"-f", "lavfi", "-i", "sine=frequency=440:duration=300", "-c:v", "libx264", "-c:a", "aac", "-shortest")
+	fid := e.Upload(t, e.AdminToken, long, "long.mp4")
+	first.WaitLog(t, `"msg":"claimed the job"`, 2*time.Minute)
+	first.Kill()
 
-	second := startProcess(t, bin, env, addr, dataDir)
-	msg := e.nextMail(t)
+	second := up(t, env, addr, dataDir)
+	msg := nextMail(t, mail)
 	if !strings.Contains(msg.subject, "ready") {
 		t.Fatalf("subject %q, want the ready mail", msg.subject)
 	}
-	if job := e.job(t, fid, e.token); job["state"] != "done" {
-		t.Fatalf("job = %v", job)
+	if job := jobOf(t, e, fid); job.State != "done" {
+		t.Fatalf("job = %+v", job)
 	}
-	second.stop(t)
+	if err := second.Stop(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Nothing is left queued that could send a second email later, the user
 	// got one email, and GridFS holds one complete MP3 and no stray chunks.
 	for _, queue := range []string{"convert", "notify-converted", "notify-failed"} {
-		if n := queueDepth(t, rabbitURL, prefix+"mp3converter.default."+queue); n != 0 {
+		n, err := stacktest.QueueDepth(rabbitURL, prefix+"mp3converter.default."+queue)
+		if err != nil {
+			t.Fatalf("queue %s: %v", queue, err)
+		}
+		if n != 0 {
 			t.Errorf("queue %s still holds %d messages", queue, n)
 		}
 	}
@@ -93,161 +98,12 @@ func TestKilledMidConversionLosesNothing(t *testing.T) {
 	assertOneMP3(t, mongoSrv.URI, fid)
 }
 
-type process struct {
-	cmd   *exec.Cmd
-	lines chan string
-	done  chan error
-}
-
-// buildBinary builds mp3converter once for this test.
-func buildBinary(t *testing.T) string {
+// up runs `mp3converter up` and waits until it says it is up.
+func up(t *testing.T, env []string, addr, dataDir string) *stacktest.Process {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "mp3converter")
-	out, err := exec.Command("go", "build", "-o", bin, "mp3converter/cmd/mp3converter").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// startProcess runs `mp3converter up` and waits until it says it is up.
-func startProcess(t *testing.T, bin string, env []string, addr, dataDir string) *process {
-	t.Helper()
-	cmd := exec.Command(bin, "up", "--addr", addr, "--data-dir", dataDir)
-	cmd.Env = env
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{cmd: cmd, lines: make(chan string, 10000), done: make(chan error, 1)}
-	up := make(chan struct{})
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			if strings.Contains(s.Text(), "is up at") {
-				close(up)
-			}
-		}
-	}()
-	go func() {
-		s := bufio.NewScanner(stderr)
-		s.Buffer(make([]byte, 1<<20), 1<<20)
-		for s.Scan() {
-			select {
-			case p.lines <- s.Text():
-			default: // nobody is looking for more lines
-			}
-		}
-		p.done <- cmd.Wait()
-	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	select {
-	case <-up:
-	case err := <-p.done:
-		t.Fatalf("mp3converter up exited: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("mp3converter up did not come up within 2 minutes")
-	}
+	p := stacktest.StartProcess(t, env, "up", "--addr", addr, "--data-dir", dataDir)
+	p.WaitLog(t, "is up at", 2*time.Minute)
 	return p
-}
-
-func (p *process) waitForLog(t *testing.T, fragment string) {
-	t.Helper()
-	deadline := time.After(2 * time.Minute)
-	for {
-		select {
-		case line := <-p.lines:
-			if strings.Contains(line, fragment) {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no log line with %s within 2 minutes", fragment)
-		}
-	}
-}
-
-func (p *process) kill(t *testing.T) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// stop asks for a graceful shutdown, as Ctrl-C does, and waits for it.
-func (p *process) stop(t *testing.T) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("mp3converter up did not exit cleanly: %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("mp3converter up did not stop within a minute")
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// makeLongAudioVideo is a tiny picture with five minutes of tone: ffmpeg
-// takes a moment over the audio.
-func makeLongAudioVideo(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "long.mp4")
-	out, err := exec.Command("ffmpeg", "-nostdin", "-loglevel", "error",
-		"-f", "lavfi", "-i", "color=c=black:size=64x64:rate=1:duration=300",
-		"-f", "lavfi", "-i", "sine=frequency=440:duration=300",
-		"-c:v", "libx264", "-c:a", "aac", "-shortest", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, out)
-	}
-	return path
-}
-
-func queueDepth(t *testing.T, url, queue string) int {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("queue %s: %v", queue, err)
-	}
-	return q.Messages
-}
-
-// deleteBrokerTopology removes what a stack with this prefix declared.
-func deleteBrokerTopology(t *testing.T, url, prefix string) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Logf("cleaning RabbitMQ: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	base := prefix + "mp3converter.default"
-	for _, q := range []string{".convert", ".notify-converted", ".notify-failed", "._dlq"} {
-		ch.QueueDelete(base+q, false, false, false)
-	}
-	ch.ExchangeDelete(base, false, false)
-	ch.ExchangeDelete(base+"._dlx", false, false)
 }
 
 // assertOneMP3 checks GridFS: one complete MP3 for fid and no chunk of any

@@ -1,4 +1,4 @@
-package stack
+package stack_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	convert "mp3converter/functions/convert"
 	"mp3converter/internal/local/funchost"
+	"mp3converter/internal/local/stack"
+	"mp3converter/internal/stacktest"
 )
 
 // A function named in External runs outside the stack (here: hosted by the
@@ -21,7 +23,7 @@ func TestExternalFunction(t *testing.T) {
 	}
 	externalURL := "http://" + ln.Addr().String()
 	counted := &flakyConvert{Function: convert.New()} // no failures: it counts deliveries
-	e := startStackWith(t, Config{External: map[string]string{"convert": externalURL + "/"}})
+	e := startStack(t, stacktest.Options{External: map[string]string{"convert": externalURL + "/"}})
 	if got := e.Functions["convert"]; got != externalURL {
 		t.Fatalf("Functions[convert] = %q, want %q", got, externalURL)
 	}
@@ -31,7 +33,7 @@ func TestExternalFunction(t *testing.T) {
 	served := make(chan error, 1)
 	go func() {
 		served <- funchost.Serve(ctx, funchost.Function{Name: "convert", Instance: counted, Listener: ln,
-			Config: map[string]string{"MONGODB_URI": e.MongoURI, "MONGODB_DB_PREFIX": e.env["MONGODB_DB_PREFIX"],
+			Config: map[string]string{"MONGODB_URI": e.MongoURI, "MONGODB_DB_PREFIX": e.Env["MONGODB_DB_PREFIX"],
 				"PATH": os.Getenv("PATH"), "TMPDIR": t.TempDir()}})
 	}()
 	defer func() {
@@ -41,12 +43,12 @@ func TestExternalFunction(t *testing.T) {
 		}
 	}()
 
-	fid := e.upload(t, makeVideo(t, "elsewhere.mp4", true))
-	if msg := e.nextMail(t); !strings.Contains(msg.subject, "ready") {
+	fid := e.Upload(t, e.AdminToken, stacktest.Video(t, t.TempDir(), "elsewhere.mp4", 2), "elsewhere.mp4")
+	if msg := nextMail(t, e.Mail); !strings.Contains(msg.subject, "ready") {
 		t.Fatalf("subject %q, want the ready mail", msg.subject)
 	}
-	if job := e.job(t, fid, e.token); job["state"] != "done" {
-		t.Fatalf("job = %v", job)
+	if job := jobOf(t, e, fid); job.State != "done" {
+		t.Fatalf("job = %+v", job)
 	}
 	if got := counted.delivered.Load(); got != 1 {
 		t.Fatalf("the external convert saw %d deliveries, want 1", got)
@@ -59,7 +61,7 @@ func TestExternalMustNameAFunctionAndAURL(t *testing.T) {
 		{"convert": "127.0.0.1:1"},
 		{"convert": "ftp://127.0.0.1:1"},
 	} {
-		s, err := Start(context.Background(), Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), External: external,
+		s, err := stack.Start(context.Background(), stack.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), External: external,
 			Env: map[string]string{"JWT_SECRET": strings.Repeat("s", 32)}})
 		if err == nil {
 			s.Close()

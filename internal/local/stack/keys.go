@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -11,6 +12,29 @@ import (
 	"os"
 	"path/filepath"
 )
+
+// ensureLinkSecret gives download (and notify) the key of the signed download
+// links: LINK_SECRET when configured, else one generated once into the data
+// dir (mode 0600) and kept there, so links in sent emails keep working after
+// a restart.
+func ensureLinkSecret(dataDir string, env map[string]string) error {
+	if env["LINK_SECRET"] != "" {
+		return nil
+	}
+	path := filepath.Join(dataDir, "link-secret")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key := make([]byte, 32)
+		rand.Read(key)
+		b = []byte(base64.RawURLEncoding.EncodeToString(key))
+		err = os.WriteFile(path, b, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("link secret: %w", err)
+	}
+	env["LINK_SECRET"] = string(b)
+	return nil
+}
 
 // ensureSigningKey gives login a private key and validate only the public
 // one. JWT_SECRET (HS256) needs nothing. A configured JWT_PRIVATE_KEY(_FILE)

@@ -75,6 +75,12 @@ type Stack struct {
 	external map[string]bool // functions running outside the stack
 }
 
+// containerConcurrency is each function's `deploy.options.limits.concurrency`
+// in its func.yaml, which func deploy makes the Service's containerConcurrency
+// (TestContainerConcurrencyIsFuncYAMLs holds the two equal). The host
+// enforces it as Knative's queue-proxy does: the requests beyond it queue.
+var containerConcurrency = map[string]int{"convert": 1, "upload": 5}
+
 // defaultShutdownGrace is how long Close lets requests and deliveries in
 // flight finish, at each of its two waits.
 const defaultShutdownGrace = 10 * time.Second
@@ -122,6 +128,9 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		return nil, err
 	}
 	if err := ensureSigningKey(cfg.DataDir, env); err != nil {
+		return nil, err
+	}
+	if err := ensureLinkSecret(cfg.DataDir, env); err != nil {
 		return nil, err
 	}
 	if err := s.bootstrapAdmin(ctx, cfg, env); err != nil {
@@ -182,7 +191,8 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		}
 		go func() {
 			defer func() { stopped <- struct{}{} }()
-			err := funchost.Serve(fnCtx, funchost.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log})
+			err := funchost.Serve(fnCtx, funchost.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log,
+				Concurrency: containerConcurrency[name]})
 			if err != nil {
 				s.errs <- err
 			}

@@ -19,48 +19,13 @@ import (
 	"mp3converter/internal/client"
 )
 
-// The client commands of the user's workflow: convert, status, download.
-// main hands them the process's stdout; tests their own writer and client.
+// parallelFiles: convert works on at most this many files at once.
+const parallelFiles = 3
+
+// runConvert is `mp3converter convert` on stdout; tests call (*app).convert
+// with their own writer and client.
 func runConvert(ctx context.Context, args []string) error {
 	return (&app{out: os.Stdout}).convert(ctx, args)
-}
-
-func runStatus(ctx context.Context, args []string) error {
-	return (&app{out: os.Stdout}).status(ctx, args)
-}
-
-func runDownload(ctx context.Context, args []string) error {
-	return (&app{out: os.Stdout}).download(ctx, args)
-}
-
-// app runs the client commands.
-type app struct {
-	out  io.Writer
-	http *http.Client  // nil: http.DefaultClient
-	poll time.Duration // the first wait between two looks at a job; 0: 1 s
-}
-
-const (
-	parallelFiles = 3               // convert works on at most this many files at once
-	maxPoll       = 5 * time.Second // the longest wait between two looks at a job
-	maxPollErrors = 10              // job lookups that may fail in a row (server briefly away)
-)
-
-func (a *app) interval() time.Duration {
-	if a.poll > 0 {
-		return a.poll
-	}
-	return time.Second
-}
-
-// client is authedClient with the app's HTTP client.
-func (a *app) client(server string) (*client.Client, error) {
-	c, err := authedClient(server)
-	if err != nil {
-		return nil, err
-	}
-	c.HTTP = a.http
-	return c, nil
 }
 
 // fileResult is what became of one file given to convert.
@@ -195,12 +160,45 @@ func (a *app) upload(ctx context.Context, c *client.Client, path string, tr trac
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
-	tr.phase("uploading", st.Size())
-	up, err := c.Upload(ctx, &progressReader{r: f, tr: tr}, st.Size(), filepath.Base(path), contentType)
-	if err != nil {
-		return up, explainUpload(err)
+	for busy := 0; ; busy++ {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return client.Uploaded{}, err
+		}
+		tr.phase("uploading", st.Size())
+		up, err := c.Upload(ctx, &progressReader{r: f, tr: tr}, st.Size(), filepath.Base(path), contentType)
+		wait, isBusy := busyFor(err)
+		if err == nil || !isBusy || busy >= maxBusyRetries {
+			if err != nil {
+				return up, explainUpload(err)
+			}
+			return up, nil
+		}
+		tr.state(fmt.Sprintf("server busy, trying again in %s", wait))
+		select {
+		case <-ctx.Done():
+			return client.Uploaded{}, ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	return up, nil
+}
+
+// maxBusyRetries bounds how often an upload the server was too busy to take
+// (503) is sent again.
+const maxBusyRetries = 20
+
+// busyFor tells whether err is the server's "busy, try again" (503) and how
+// long it asked to wait (Retry-After in seconds; 5 s when it did not say,
+// at most a minute).
+func busyFor(err error) (time.Duration, bool) {
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	secs, perr := strconv.Atoi(apiErr.Header.Get("Retry-After"))
+	if perr != nil || secs < 0 {
+		secs = 5
+	}
+	return min(time.Duration(secs)*time.Second, time.Minute), true
 }
 
 var bytesInMessage = regexp.MustCompile(`(\d+) bytes`)
@@ -265,10 +263,14 @@ func stateLabel(j client.Job) string {
 	case "uploaded":
 		return "waiting for a converter"
 	case "converting":
-		if j.Attempts > 1 {
-			return fmt.Sprintf("converting (attempt %d)", j.Attempts)
+		label := "converting"
+		if j.Progress != nil {
+			label = fmt.Sprintf("converting %d%%", *j.Progress)
 		}
-		return "converting"
+		if j.Attempts > 1 {
+			label += fmt.Sprintf(" (attempt %d)", j.Attempts)
+		}
+		return label
 	case "done":
 		return "converted"
 	}
@@ -327,14 +329,6 @@ func summarize(ctx context.Context, out io.Writer, results []fileResult, noWait 
 		return fmt.Errorf("%d of %d files failed", failed, len(results))
 	}
 	return nil
-}
-
-// helpIsNoError makes -h print the flags and succeed.
-func helpIsNoError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	return err
 }
 
 // shellQuote quotes a path for a command line when it needs it.

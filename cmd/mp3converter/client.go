@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -13,45 +14,13 @@ import (
 	"mp3converter/internal/client"
 )
 
+// Shared by the client commands: the server flag, the client with the
+// user's token, API errors in words a person can act on, and the app that
+// runs the commands (main hands it stdout; tests their own writer and client).
+
 // serverFlag is --server, from MP3C_SERVER, default the local stack.
 func serverFlag(fs *flag.FlagSet) *string {
 	return fs.String("server", envOr("MP3C_SERVER", "http://127.0.0.1:8080"), "server URL (MP3C_SERVER)")
-}
-
-// runLogin asks for the password, logs in and keeps the token.
-func runLogin(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("login", flag.ContinueOnError)
-	server := serverFlag(fs)
-	if err := fs.Parse(reorder(args)); err != nil {
-		return err
-	}
-	email := fs.Arg(0)
-	if email == "" {
-		fmt.Fprint(os.Stderr, "Email: ")
-		if _, err := fmt.Fscanln(os.Stdin, &email); err != nil {
-			return errors.New("no email given")
-		}
-	}
-	password, err := readPassword("Password for "+email+": ", false)
-	if err != nil {
-		return err
-	}
-	srv := strings.TrimRight(*server, "/")
-	c := &client.Client{Server: srv}
-	tok, err := c.Login(ctx, email, password)
-	var apiErr *client.APIError
-	if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized {
-		return errors.New("wrong email or password")
-	}
-	if err != nil {
-		return explain(err)
-	}
-	expires := time.Now().Add(time.Duration(tok.ExpiresIn) * time.Second)
-	if err := client.SaveToken(client.SavedToken{Server: srv, Email: email, Token: tok.AccessToken, ExpiresAt: expires}); err != nil {
-		return fmt.Errorf("saving the token: %w", err)
-	}
-	fmt.Printf("Logged in to %s as %s; the token expires %s.\n", srv, email, expires.Local().Format("Mon 2 Jan 15:04"))
-	return nil
 }
 
 // authedClient returns a client with MP3C_TOKEN or the token saved by login.
@@ -88,4 +57,53 @@ func explain(err error) error {
 		return errors.New(apiErr.Message)
 	}
 	return err
+}
+
+// app runs the client commands.
+type app struct {
+	out  io.Writer
+	http *http.Client  // nil: http.DefaultClient
+	poll time.Duration // the first wait between two looks at a job; 0: 1 s
+}
+
+const (
+	maxPoll       = 5 * time.Second // the longest wait between two looks at a job
+	maxPollErrors = 10              // job lookups that may fail in a row (server briefly away)
+)
+
+func (a *app) interval() time.Duration {
+	if a.poll > 0 {
+		return a.poll
+	}
+	return time.Second
+}
+
+// client is authedClient with the app's HTTP client.
+func (a *app) client(server string) (*client.Client, error) {
+	c, err := authedClient(server)
+	if err != nil {
+		return nil, err
+	}
+	c.HTTP = a.http
+	return c, nil
+}
+
+// helpIsNoError makes -h print the flags and succeed.
+func helpIsNoError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

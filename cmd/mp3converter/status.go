@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +14,11 @@ import (
 
 	"mp3converter/internal/client"
 )
+
+// runStatus is `mp3converter status` on stdout.
+func runStatus(ctx context.Context, args []string) error {
+	return (&app{out: os.Stdout}).status(ctx, args)
+}
 
 // listLimit is how many recent jobs `status` shows.
 const listLimit = 20
@@ -51,7 +55,7 @@ func (a *app) showJob(ctx context.Context, c *client.Client, fid string) error {
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "file:\t%s\n", j.Filename)
 	fmt.Fprintf(tw, "video:\t%s (%s, %s)\n", j.VideoFID, size(j.Size), j.ContentType)
-	fmt.Fprintf(tw, "state:\t%s\n", j.State)
+	fmt.Fprintf(tw, "state:\t%s\n", stateWithProgress(j))
 	if j.Reason != "" {
 		fmt.Fprintf(tw, "reason:\t%s\n", j.Reason)
 	}
@@ -61,6 +65,14 @@ func (a *app) showJob(ctx context.Context, c *client.Client, fid string) error {
 		fmt.Fprintf(tw, "mp3:\t%s (%.1f s): mp3converter download %s\n", j.MP3FID, j.DurationSeconds, j.MP3FID)
 	}
 	return tw.Flush()
+}
+
+// stateWithProgress is the job's state, with ffmpeg's percentage while converting.
+func stateWithProgress(j client.Job) string {
+	if j.State == "converting" && j.Progress != nil {
+		return fmt.Sprintf("converting %d%%", *j.Progress)
+	}
+	return j.State
 }
 
 func (a *app) listJobs(ctx context.Context, c *client.Client) error {
@@ -75,7 +87,7 @@ func (a *app) listJobs(ctx context.Context, c *client.Client) error {
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIDEO_FID\tFILE\tSTATE\tUPDATED\tREASON")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.VideoFID, oneLine(j.Filename), j.State, when(j.UpdatedAt), oneLine(j.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.VideoFID, oneLine(j.Filename), stateWithProgress(j), when(j.UpdatedAt), oneLine(j.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -102,53 +114,4 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// download saves one MP3, under the name the server gives it or -o's.
-func (a *app) download(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("download", flag.ContinueOnError)
-	server := serverFlag(fs)
-	out := fs.String("o", "", "write the MP3 to this file (default: its name on the server, in the current directory)")
-	if err := fs.Parse(reorder(args)); err != nil {
-		return helpIsNoError(err)
-	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: mp3converter download MP3_FID [-o FILE]")
-	}
-	fid := fs.Arg(0)
-	c, err := a.client(*server)
-	if err != nil {
-		return err
-	}
-	dest := func(suggested string) (string, bool) {
-		name := safeName(suggested, fid+".mp3")
-		if st, err := os.Stat(*out); *out != "" && err == nil && st.IsDir() {
-			return filepath.Join(*out, name), false // -o DIR: its name, in DIR
-		}
-		if *out != "" {
-			return *out, true
-		}
-		return name, false
-	}
-	disp := newDisplay(a.out)
-	tr := disp.track(fid)
-	path, err := a.fetch(ctx, c, fid, dest, tr)
-	if err != nil {
-		tr.fail(err.Error())
-	} else {
-		tr.done("saved " + path)
-	}
-	disp.wait()
-	return err
-}
-
-// safeName keeps a server-suggested file name to a plain name in the
-// current directory: no directories, no control characters, not hidden.
-func safeName(name, fallback string) string {
-	name = oneLine(filepath.Base(strings.ReplaceAll(name, `\`, "/")))
-	name = strings.TrimLeft(strings.TrimSpace(name), ".")
-	if name == "" || name == "/" {
-		return fallback
-	}
-	return name
 }

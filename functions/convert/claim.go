@@ -1,0 +1,175 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// delivery is one delivery of a video.uploaded event being worked on: the function's state,
+// the job it is about and a log that names both (and the attempt, once claimed).
+type delivery struct {
+	*state
+	log *slog.Logger
+	job job
+}
+
+// process claims the job and converts the video, or explains why it does not.
+//
+// The claim is an insert of the claim document "<video_fid>/<attempt>" into the convert_claims
+// collection: an insert with a unique _id is atomic on MongoDB and on FerretDB alike, whereas a
+// conditional findAndModify is not atomic on FerretDB's SQLite backend (two deliveries could
+// both claim the job and write two MP3s under one id). The job document mirrors the claim
+// (state converting, attempts, lease_until) for the other functions to read.
+func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) result {
+	claimCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var err error
+	if d.job, err = d.readJob(claimCtx, oid, up); err != nil {
+		return d.storageError("cannot read the job", err)
+	}
+	if d.job.State != JobUploaded && d.job.State != JobConverting {
+		return d.replay(claimCtx)
+	}
+	now := time.Now().UTC()
+	lease := now.Add(d.lease)
+	n, heldUntil, err := d.claim(claimCtx, oid, d.job.Attempts, now, lease)
+	if err != nil {
+		return d.storageError("cannot claim the job", err)
+	}
+	if n == 0 {
+		d.log.Info("another delivery is converting this video", "lease_until", heldUntil)
+		return result{status: http.StatusServiceUnavailable, retryAfter: max(time.Second, heldUntil.Sub(now)),
+			message: "this video is being converted, try again later"}
+	}
+	d.job.Attempts = n
+	d.log = d.log.With("attempt", n)
+	res, err := d.jobs().UpdateOne(claimCtx,
+		bson.D{{Key: "_id", Value: oid}, {Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{JobUploaded, JobConverting}}}}},
+		bson.D{
+			{Key: "$set", Value: bson.D{{Key: "state", Value: JobConverting}, {Key: "lease_until", Value: lease}, {Key: "updated_at", Value: now}}},
+			{Key: "$max", Value: bson.D{{Key: "attempts", Value: n}}},
+		})
+	if err != nil {
+		return d.retry(ctx, msgStorageDown, fmt.Errorf("mark the job converting: %w", err))
+	}
+	if res.MatchedCount == 0 {
+		// Finished by another delivery between our read and our claim.
+		d.releaseClaim(claimCtx)
+		if d.job, err = d.readJob(claimCtx, oid, up); err != nil {
+			return d.storageError("cannot read the job", err)
+		}
+		return d.replay(claimCtx)
+	}
+	d.log.Info("claimed the job")
+	// The claim is short and renewed while the work goes on: the claim of an
+	// attempt that crashed ends within CONVERT_LEASE, so the broker's next
+	// retry takes over instead of waiting out CONVERT_TIMEOUT. The work stops
+	// if the claim cannot be renewed in time, so two claims never overlap.
+	workCtx, cancelWork := context.WithTimeout(ctx, d.timeout)
+	defer cancelWork()
+	stopRenewing := d.renewClaim(workCtx, cancelWork, lease)
+	defer stopRenewing()
+	return d.convert(workCtx)
+}
+
+// renewClaim extends this delivery's claim every third of CONVERT_LEASE
+// until stop is called; if the claim would lapse first, it calls lost.
+func (d *delivery) renewClaim(ctx context.Context, lost context.CancelFunc, lease time.Time) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ticker := time.NewTicker(d.lease / 3)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			if time.Now().After(lease) {
+				d.log.Error("the claim lapsed before it could be renewed: stopping this attempt")
+				lost()
+				return
+			}
+			next := time.Now().UTC().Add(d.lease)
+			rctx, cancel := context.WithDeadline(ctx, lease)
+			_, err := d.claims().UpdateOne(rctx, bson.D{{Key: "_id", Value: claimID(d.job.ID, d.job.Attempts)}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "lease_until", Value: next}}}})
+			cancel()
+			if err != nil {
+				d.log.Warn("cannot renew the claim", "err", err)
+				continue
+			}
+			lease = next
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// claim takes the claim that follows the job's last one (attempt `after`): a live claim means
+// another delivery is converting; an expired one is skipped; the first free number is inserted.
+// It returns the claim's attempt number, or 0 and the end of the live claim of another delivery.
+func (s *state) claim(ctx context.Context, oid bson.ObjectID, after int32, now, lease time.Time) (int32, time.Time, error) {
+	claims := s.claims()
+	n := after
+	for range 100 {
+		if n >= 1 {
+			var c struct {
+				LeaseUntil time.Time `bson:"lease_until"`
+			}
+			err := claims.FindOne(ctx, bson.D{{Key: "_id", Value: claimID(oid, n)}}).Decode(&c)
+			if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+				return 0, time.Time{}, err
+			}
+			if err == nil && c.LeaseUntil.After(now) {
+				return 0, c.LeaseUntil, nil
+			}
+			// Missing (the job finished and its claims were dropped) or over (crashed or gave up).
+		}
+		n++
+		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: claimID(oid, n)}, {Key: "video_fid", Value: oid},
+			{Key: "attempt", Value: n}, {Key: "lease_until", Value: lease}, {Key: "created_at", Value: now}})
+		if err == nil {
+			return n, time.Time{}, nil
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return 0, time.Time{}, err
+		}
+	}
+	return 0, now.Add(time.Minute), nil
+}
+
+func claimID(oid bson.ObjectID, attempt int32) string {
+	return oid.Hex() + "/" + strconv.Itoa(int(attempt))
+}
+
+// releaseClaim ends this delivery's claim now, so the broker's next retry can claim at once.
+func (d *delivery) releaseClaim(ctx context.Context) {
+	_, err := d.claims().UpdateOne(ctx, bson.D{{Key: "_id", Value: claimID(d.job.ID, d.job.Attempts)}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "lease_until", Value: time.Now().UTC()}}}})
+	if err != nil {
+		d.log.Warn("cannot release the claim; it expires by itself", "err", err)
+	}
+}
+
+// dropClaims removes a finished job's claims: a later delivery finds the job done or failed.
+func (d *delivery) dropClaims(ctx context.Context) {
+	if _, err := d.claims().DeleteMany(ctx, bson.D{{Key: "video_fid", Value: d.job.ID}}); err != nil {
+		d.log.Warn("cannot delete the claims of a finished job", "err", err)
+	}
+}
+
+func (s *state) claims() *mongo.Collection { return s.videosDB().Collection("convert_claims") }

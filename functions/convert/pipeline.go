@@ -1,0 +1,113 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// convert does the claimed job: reuse a stored MP3, or run ffmpeg and store its output.
+func (d *delivery) convert(ctx context.Context) result {
+	oid := d.job.ID
+	bucket := d.mp3Bucket()
+
+	// A complete MP3 from an earlier delivery that crashed before marking the job done.
+	mp3, err := d.findMP3(ctx, oid)
+	if err == nil {
+		d.log.Info("the MP3 was stored by an earlier delivery")
+		return d.finish(ctx, mp3)
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return d.retry(ctx, msgStorageDown, fmt.Errorf("read the mp3s bucket: %w", err))
+	}
+	// Chunks without a files document are the remains of a crashed attempt: we
+	// hold the lease. The first attempt has no predecessor, so it skips the
+	// delete (a scan of every chunk on FerretDB).
+	if d.job.Attempts > 1 {
+		if _, err := bucket.GetChunksCollection().DeleteMany(ctx, bson.D{{Key: "files_id", Value: oid}}); err != nil {
+			return d.retry(ctx, msgStorageDown, fmt.Errorf("delete stray chunks: %w", err))
+		}
+	}
+
+	dir, err := os.MkdirTemp(d.tmpDir, "convert-")
+	if err != nil {
+		return d.retry(ctx, "no room to convert, try again", err)
+	}
+	defer os.RemoveAll(dir)
+	// MP4s with their index at the end cannot be read from a pipe: ffmpeg gets a file.
+	in := filepath.Join(dir, "input")
+	if err := d.download(ctx, oid, in); err != nil {
+		if errors.Is(err, mongo.ErrFileNotFound) {
+			return d.fail(ctx, "the uploaded file is missing", err.Error())
+		}
+		return d.retry(ctx, "cannot read the video, try again", err)
+	}
+
+	info, err := d.probe(ctx, in)
+	if err != nil {
+		var pe *probeError
+		if errors.As(err, &pe) {
+			reason := "this file is not a video or audio file we can read"
+			if strings.Contains(pe.stderr, "moov atom not found") {
+				reason = "the file is incomplete or damaged: its MP4 index is missing"
+			}
+			return d.fail(ctx, reason, pe.Error())
+		}
+		return d.retry(ctx, toolMessage(err, "cannot inspect the video, try again"), err)
+	}
+	if info.audioCodec == "" && info.picture {
+		return d.fail(ctx, "this file is a picture, not a video with sound", "ffprobe read a still image")
+	}
+	if info.audioCodec == "" {
+		return d.fail(ctx, "the video has no audio track", "ffprobe found no audio stream")
+	}
+	if info.duration > d.maxDuration {
+		return d.fail(ctx, "the video is longer than "+d.maxDuration.String(),
+			"duration "+info.duration.String())
+	}
+
+	out := filepath.Join(dir, "audio.mp3")
+	copyAudio := info.audioCodec == "mp3"
+	prog := d.trackProgress(ctx, info.duration, d.progressEvery)
+	err = d.runFFmpeg(ctx, in, out, copyAudio, prog)
+	prog.stop()
+	if err != nil {
+		var fe *ffmpegError
+		if errors.As(err, &fe) {
+			return d.fail(ctx, "the audio track could not be converted: the file may be damaged", fe.Error())
+		}
+		return d.retry(ctx, toolMessage(err, "the conversion did not finish, try again"), err)
+	}
+	outInfo, err := d.probe(ctx, out)
+	if err != nil {
+		var pe *probeError
+		if !errors.As(err, &pe) {
+			return d.retry(ctx, toolMessage(err, "cannot inspect the MP3, try again"), err)
+		}
+		outInfo = mediaInfo{}
+	}
+	if outInfo.duration <= 0 {
+		return d.fail(ctx, "the file is damaged: no audio could be decoded", "the MP3 has no duration")
+	}
+	seconds := math.Round(outInfo.duration.Seconds()*1000) / 1000
+	d.log.Info("converted", "copied", copyAudio, "input_codec", info.audioCodec, "duration_seconds", seconds)
+
+	if d.beforeUpload != nil {
+		d.beforeUpload()
+	}
+	stored, err := d.storeMP3(ctx, d.job, out, seconds)
+	if errors.Is(err, errStoredByOther) {
+		return d.retry(ctx, msgStorageDown, err)
+	}
+	if err != nil {
+		return d.retryDroppingPartialMP3(ctx, fmt.Errorf("store the MP3: %w", err))
+	}
+	return d.finish(ctx, stored)
+}

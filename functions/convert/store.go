@@ -1,0 +1,105 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+const chunkSizeBytes = 128 * 1024
+
+// storedMP3 is a files document of the mp3s GridFS bucket.
+type storedMP3 struct {
+	Length   int64  `bson:"length"`
+	Filename string `bson:"filename"`
+	Metadata struct {
+		DurationSeconds float64 `bson:"duration_seconds"`
+	} `bson:"metadata"`
+}
+
+func (s *state) videosDB() *mongo.Database { return s.client.Database(s.prefix + "videos") }
+
+// mp3Bucket returns a fresh bucket handle (a GridFSBucket is not safe for concurrent use).
+func (s *state) mp3Bucket() *mongo.GridFSBucket {
+	return s.client.Database(s.prefix + "mp3s").GridFSBucket(options.GridFSBucket().SetChunkSizeBytes(chunkSizeBytes))
+}
+
+// findMP3 reads the files document of a complete MP3 (mongo.ErrNoDocuments when there is none).
+func (s *state) findMP3(ctx context.Context, oid bson.ObjectID) (storedMP3, error) {
+	var mp3 storedMP3
+	err := s.mp3Bucket().GetFilesCollection().FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&mp3)
+	return mp3, err
+}
+
+// download copies the video from GridFS to a file.
+func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) error {
+	src, err := s.videosDB().GridFSBucket().OpenDownloadStream(ctx, oid)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := dst.ReadFrom(src); err != nil {
+		dst.Close()
+		return fmt.Errorf("download the video: %w", err)
+	}
+	return dst.Close()
+}
+
+// errStoredByOther: another delivery is storing the same MP3 (a duplicate key on its chunks).
+var errStoredByOther = errors.New("another delivery is storing this MP3")
+
+// storeMP3 stores the MP3 in the mp3s bucket under the video's id.
+func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float64) (storedMP3, error) {
+	src, err := os.Open(name)
+	if err != nil {
+		return storedMP3{}, err
+	}
+	defer src.Close()
+	mp3 := storedMP3{Filename: mp3Name(j.Filename)}
+	mp3.Metadata.DurationSeconds = seconds
+	meta := bson.D{
+		{Key: "username", Value: j.Username},
+		{Key: "video_fid", Value: j.ID.Hex()},
+		{Key: "duration_seconds", Value: seconds},
+	}
+	bucket := s.mp3Bucket()
+	dst, err := bucket.OpenUploadStreamWithID(ctx, j.ID, mp3.Filename, options.GridFSUpload().SetMetadata(meta))
+	if err != nil {
+		return storedMP3{}, err
+	}
+	n, err := src.WriteTo(dst)
+	if err == nil {
+		err = dst.Close()
+	}
+	if mongo.IsDuplicateKeyError(err) {
+		// Another delivery finished first: its MP3 is the result. Its chunks are not ours to delete.
+		err = bucket.GetFilesCollection().FindOne(ctx, bson.D{{Key: "_id", Value: j.ID}}).Decode(&mp3)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", errStoredByOther, err)
+		}
+		return mp3, err
+	}
+	mp3.Length = n
+	return mp3, err
+}
+
+// mp3Name is the video's base name with its extension replaced by .mp3.
+func mp3Name(video string) string {
+	base := path.Base(strings.ReplaceAll(video, `\`, "/"))
+	base = strings.TrimSuffix(base, path.Ext(base))
+	if base == "" || base == "." || base == "/" {
+		base = "audio"
+	}
+	return base + ".mp3"
+}
