@@ -710,6 +710,15 @@ func TestExpiredMP3IsGone(t *testing.T) {
 	if resp, _ := e.get(t, http.MethodGet, bob, "/download?fid="+fid.Hex()); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("another user: %d", resp.StatusCode)
 	}
+	// The link of the email: 410 when signed for the owner, 403 like any bad link otherwise.
+	signer := newLinkSigner(testLinkSecret, "")
+	resp, body = e.get(t, http.MethodGet, "", "/download?"+signer.query(fid.Hex(), alice, time.Now().Add(time.Hour)))
+	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), msgExpired) {
+		t.Fatalf("signed link: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := e.get(t, http.MethodGet, "", "/download?"+signer.query(fid.Hex(), bob, time.Now().Add(time.Hour))); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a link signed for another user: %d", resp.StatusCode)
+	}
 	resp, body = e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
 	var j map[string]any
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &j) != nil || j["state"] != "expired" || j["download_url"] != nil {
