@@ -65,7 +65,7 @@ func (s *system) storeFile(t testing.TB, db string, id bson.ObjectID, data []byt
 }
 
 // strandUpload leaves what an upload that crashed between storing and
-// publishing leaves: the video and an uploaded job, 10 minutes old, and no event.
+// publishing leaves: the video and an uploaded job 10 minutes old, and no event.
 func (s *system) strandUpload(t testing.TB, owner, path, name string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -74,8 +74,10 @@ func (s *system) strandUpload(t testing.TB, owner, path, name string) string {
 	}
 	at := time.Now().Add(-10 * time.Minute).UTC()
 	id := bson.NewObjectIDFromTimestamp(at)
+	// The video is as fresh as the sweep sees it (uploadDate now): until its job is
+	// inserted just below, a tick of the stack's own sweep must not take it for an orphan.
 	s.storeFile(t, "videos", id, data, bson.D{{Key: "username", Value: owner}, {Key: "filename", Value: name},
-		{Key: "content_type", Value: "video/mp4"}}, 10*time.Minute)
+		{Key: "content_type", Value: "video/mp4"}}, 0)
 	_, err = s.mongo.Database(s.prefix+"videos").Collection("jobs").InsertOne(context.Background(), bson.D{
 		{Key: "_id", Value: id}, {Key: "username", Value: owner}, {Key: "filename", Value: name},
 		{Key: "content_type", Value: "video/mp4"}, {Key: "size", Value: int64(len(data))}, {Key: "state", Value: "uploaded"},
@@ -132,7 +134,7 @@ func TestSweepSendsTheEmailNotifyGaveUpOn(t *testing.T) {
 	id := bson.NewObjectIDFromTimestamp(at)
 	fid := id.Hex()
 	s.storeFile(t, "mp3s", id, bytes.Repeat([]byte{1}, 1000), bson.D{{Key: "username", Value: stacktest.AdminEmail},
-		{Key: "video_fid", Value: fid}, {Key: "duration_seconds", Value: 2.0}}, 10*time.Minute)
+		{Key: "video_fid", Value: fid}, {Key: "duration_seconds", Value: 2.0}}, 0) // fresh: no orphan before its job exists
 	_, err := s.mongo.Database(s.prefix+"videos").Collection("jobs").InsertOne(context.Background(), bson.D{
 		{Key: "_id", Value: id}, {Key: "username", Value: stacktest.AdminEmail}, {Key: "filename", Value: "unsent.mp4"},
 		{Key: "content_type", Value: "video/mp4"}, {Key: "size", Value: int64(1000)}, {Key: "state", Value: "done"},
