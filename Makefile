@@ -1,9 +1,10 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-# Each installs what it lacks (ffmpeg) and builds the rest with Go.
+# Each installs what it lacks (ffmpeg, MariaDB's server) and builds the rest with Go.
 
 GO        ?= go
-FUNCTIONS := convert download login notify sweep upload validate
-# Every package of the workspace: the root module and the function modules.
+# Every folder of functions/ is a function module.
+FUNCTIONS := $(notdir $(wildcard functions/*))
+# Every package of the workspace: the root module and every function module.
 PACKAGES  := mp3converter/...
 
 .PHONY: run test build vet function-builds knative-check ffmpeg mariadb clean bench reliability
