@@ -43,7 +43,15 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.storeUnavailable(w, err)
 		return
 	}
-	if !s.passwordMatches(creds.hash, password) {
+	matches, err := s.passwordMatches(r.Context(), creds.hash, password)
+	if err != nil {
+		s.limiter.release(email, ip)
+		s.log.Warn("login refused: too many at once", "email", email, "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "too many logins at once, try again")
+		return
+	}
+	if !matches {
 		s.log.Info("login failed", "email", email, "ip", ip)
 		s.unauthorizedBasic(w)
 		return
@@ -64,9 +72,14 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// bcryptWait bounds how long a login waits for a comparison slot: the answer must be out
+// before func-go's 30 s write timeout cuts it (the gateway would answer 502).
+const bcryptWait = 20 * time.Second
+
 // passwordMatches does one bcrypt comparison whether or not the user exists
 // (hash nil): against the dummy hash of the same cost in that case.
-func (s *state) passwordMatches(hash []byte, password string) bool {
+// It waits at most bcryptWait for one of the CPUs' comparison slots (an error then).
+func (s *state) passwordMatches(ctx context.Context, hash []byte, password string) (bool, error) {
 	exists := hash != nil
 	if !exists {
 		hash = s.dummyHash
@@ -75,10 +88,18 @@ func (s *state) passwordMatches(hash []byte, password string) bool {
 	if tooLong {
 		password = password[:maxPasswordLen]
 	}
-	s.bcryptSlots <- struct{}{}
+	wait := time.NewTimer(bcryptWait)
+	defer wait.Stop()
+	select {
+	case s.bcryptSlots <- struct{}{}:
+	case <-wait.C:
+		return false, errors.New("no bcrypt slot within " + bcryptWait.String())
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	<-s.bcryptSlots
-	return err == nil && exists && !tooLong
+	return err == nil && exists && !tooLong, nil
 }
 
 // issue signs a token for the user.
