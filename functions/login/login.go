@@ -74,7 +74,7 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 // bcryptWait bounds how long a login waits for a comparison slot: the answer must be out
 // before func-go's 30 s write timeout cuts it (the gateway would answer 502).
-const bcryptWait = 20 * time.Second
+const bcryptWait = 25 * time.Second
 
 // passwordMatches does one bcrypt comparison whether or not the user exists
 // (hash nil): against the dummy hash of the same cost in that case.
