@@ -62,6 +62,7 @@ type backing struct {
 	mysqlDirect, mongoDirect    string // DSN and URI
 	mysqlDSN, mongoURI, smtpURL string // what the stack uses
 	prefix                      string // MONGODB_DB_PREFIX
+	mariadb                     bool   // MySQL is a private MariaDB (the default of `up`), not go-mysql-server
 	mail                        *mailtest.Server
 	proxies                     map[string]*faultproxy.Proxy // "mysql", "mongodb", "smtp"
 }
@@ -155,6 +156,15 @@ func (s *system) startBacking(proxied bool, dir string) error {
 		}
 		s.mysqlDirect = isolated
 		s.closers = append(s.closers, drop)
+	} else if !proxied && standins.MariaDBInstalled() {
+		// What `up` runs by default: a private MariaDB (on a unix socket, which the
+		// TCP fault proxies cannot stand in front of).
+		m, err := standins.StartMariaDB(context.Background(), filepath.Join(dir, "mysql"))
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, func() { m.Close() })
+		s.mysqlDirect, s.mariadb = m.DSN, true
 	} else {
 		m, err := standins.StartMySQL("127.0.0.1:0")
 		if err != nil {

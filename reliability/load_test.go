@@ -75,6 +75,12 @@ func TestLoad(t *testing.T) {
 			return a
 		})
 		stats.check(t, r, http.StatusOK)
+		// The default stack's MariaDB takes 200 logins at once (go-mysql-server,
+		// the fallback, answered some with 503 "user store unavailable").
+		if n := stats.statuses["503"]; n > 0 && (s.mariadb || os.Getenv("MYSQL_DSN") != "") {
+			r.Failures += n
+			t.Errorf("%d logins answered 503", n)
+		}
 		r.figure("%s; %s", stats, memory())
 		loadTokens = tokens
 	})

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
@@ -137,6 +138,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if s.tmpDir == "" {
 		s.tmpDir = os.TempDir()
 	}
+	s.removeDeadTempDirs(f.log)
 	s.client, err = mongo.Connect(options.Client().ApplyURI(set.text("MONGODB_URI")).
 		SetServerSelectionTimeout(5 * time.Second).SetConnectTimeout(5 * time.Second))
 	if err != nil {
@@ -157,6 +159,28 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.log.Info("started", "convert_timeout", s.timeout, "max_duration", s.maxDuration, "mp3_quality", s.quality,
 		"keep_videos", s.keepVideos, "ffmpeg", s.ffmpeg, "ffprobe", s.ffprobe)
 	return nil
+}
+
+// removeDeadTempDirs removes the staging dirs (convert-*) that instances killed mid-conversion
+// left in TMPDIR. A live conversion's dir changes within CONVERT_TIMEOUT, so a dir untouched
+// for longer belongs to no conversion, of this process or of another sharing TMPDIR.
+func (s *state) removeDeadTempDirs(log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(s.tmpDir, "convert-*"))
+	removed := 0
+	for _, d := range dirs {
+		info, err := os.Lstat(d)
+		if err != nil || !info.IsDir() || time.Since(info.ModTime()) < s.timeout+time.Minute {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			log.Warn("cannot remove a dead staging dir", "dir", d, "err", err)
+			continue
+		}
+		removed++
+	}
+	if removed > 0 {
+		log.Info("removed the staging dirs of killed conversions", "dirs", removed, "tmpdir", s.tmpDir)
+	}
 }
 
 // Stop closes the MongoDB connections.

@@ -1134,6 +1134,38 @@ func TestClaimIsRenewedWhileConverting(t *testing.T) {
 	}
 }
 
+// Start removes the staging dirs killed instances left in TMPDIR, and only those: a dir
+// touched within CONVERT_TIMEOUT may be a live conversion's (of another process too).
+func TestStartRemovesDeadStagingDirs(t *testing.T) {
+	e := newEnv(t)
+	dead := filepath.Join(e.tmp, "convert-dead")
+	live := filepath.Join(e.tmp, "convert-live")
+	other := filepath.Join(e.tmp, "not-ours")
+	for _, d := range []string{dead, live, other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "input"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-time.Hour)
+	for _, d := range []string{dead, other} {
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(map[string]string{"CONVERT_TIMEOUT": "10m"}, nil)
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("the dead dir is still there: %v", err)
+	}
+	for _, d := range []string{live, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
+	}
+}
+
 // TestProgressIsRecordedOnTheJob: while ffmpeg runs, the job carries how far
 // it is (0-100), from ffmpeg's own progress reports against the probed
 // duration; the last report is written before the MP3 is stored.

@@ -75,6 +75,9 @@ func (d *delivery) replay(ctx context.Context) result {
 		}
 		d.log.Info("already failed: sending the failure again", "reason", reason)
 		return result{reply: failedEvent(j, reason)}
+	case JobExpired:
+		d.log.Info("the job's MP3 expired (MP3_RETENTION): nothing to send")
+		return noReply
 	default:
 		d.log.Error("the job is in a state this function does not know: nothing to do", "state", j.State)
 		return noReply

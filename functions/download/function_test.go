@@ -695,3 +695,33 @@ func TestParseRange(t *testing.T) {
 		}
 	}
 }
+
+// An MP3 the sweep deleted after MP3_RETENTION: 410 with the reason for its owner, 404 for
+// others; /jobs shows the job expired.
+func TestExpiredMP3IsGone(t *testing.T) {
+	e := newEnv(t, nil)
+	fid := bson.NewObjectID()
+	e.putJob(t, fid, alice, "expired", fid.Hex())
+
+	resp, body := e.get(t, http.MethodGet, alice, "/download?fid="+fid.Hex())
+	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), "deleted after the retention period") {
+		t.Fatalf("owner: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := e.get(t, http.MethodGet, bob, "/download?fid="+fid.Hex()); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("another user: %d", resp.StatusCode)
+	}
+	// The link of the email: 410 when signed for the owner, 403 like any bad link otherwise.
+	signer := newLinkSigner(testLinkSecret, "")
+	resp, body = e.get(t, http.MethodGet, "", "/download?"+signer.query(fid.Hex(), alice, time.Now().Add(time.Hour)))
+	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), msgExpired) {
+		t.Fatalf("signed link: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := e.get(t, http.MethodGet, "", "/download?"+signer.query(fid.Hex(), bob, time.Now().Add(time.Hour))); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a link signed for another user: %d", resp.StatusCode)
+	}
+	resp, body = e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
+	var j map[string]any
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &j) != nil || j["state"] != "expired" || j["download_url"] != nil {
+		t.Fatalf("job: %d %s", resp.StatusCode, body)
+	}
+}

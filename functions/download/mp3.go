@@ -25,8 +25,27 @@ type fileDoc struct {
 	} `bson:"metadata"`
 }
 
+// msgExpired answers the download of an MP3 the sweep deleted after MP3_RETENTION.
+const msgExpired = "this MP3 was deleted after the retention period; upload the video again to convert it anew"
+
+// expiredOwner returns the owner of the job of fid when that job is expired (the sweep
+// deleted its MP3 after MP3_RETENTION); ok is false otherwise, or when it cannot tell.
+func (s *state) expiredOwner(ctx context.Context, fid bson.ObjectID) (owner string, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var j job
+	err := s.videos.Collection("jobs").FindOne(ctx, bson.D{{Key: "_id", Value: fid}, {Key: "state", Value: JobExpired}}).Decode(&j)
+	return j.owner(), err == nil
+}
+
 // download answers GET /download?fid= with the caller's token: the MP3, if it is theirs.
 func (s *state) download(w http.ResponseWriter, r *http.Request, who identity) {
+	if fid, err := bson.ObjectIDFromHex(r.URL.Query().Get("fid")); err == nil {
+		if owner, ok := s.expiredOwner(r.Context(), fid); ok && who.mayRead(owner) {
+			writeError(w, http.StatusGone, msgExpired)
+			return
+		}
+	}
 	var doc fileDoc
 	fid, ok := s.findOwned(w, r, s.mp3s.Collection("fs.files"), r.URL.Query().Get("fid"), who, &doc)
 	if !ok {
@@ -55,6 +74,10 @@ func (s *state) downloadSigned(w http.ResponseWriter, r *http.Request) {
 	err = s.mp3s.Collection("fs.files").FindOne(ctx, bson.D{{Key: "_id", Value: fid}}).Decode(&doc)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
+		if owner, ok := s.expiredOwner(r.Context(), fid); ok && s.links.valid(fid.Hex(), owner, q.Get("exp"), q.Get("sig"), time.Now()) {
+			writeError(w, http.StatusGone, msgExpired)
+			return
+		}
 		writeError(w, http.StatusForbidden, msgBadLink)
 	case err != nil:
 		s.storageError(w, "find in mp3s.fs.files", err)

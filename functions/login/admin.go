@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // handleCreateUser: POST /users {email, password, admin} (admin only).
@@ -46,7 +47,12 @@ func (s *state) handleListUsers(ctx context.Context, w http.ResponseWriter, r *h
 // handleDeleteUser: DELETE /users/{email} (admin only).
 func (s *state) handleDeleteUser(ctx context.Context, w http.ResponseWriter, r *http.Request, c caller) {
 	if s.changed(w, DeleteUser(ctx, s.db, r.PathValue("email"))) {
-		s.log.Info("user deleted", "by", c.email, "email", r.PathValue("email"))
+		email := strings.ToLower(r.PathValue("email"))
+		s.log.Info("user deleted", "by", c.email, "email", email)
+		// The user is gone either way; their files go when sweep gets the event.
+		if err := s.publishUserDeleted(context.WithoutCancel(ctx), email, time.Now()); err != nil {
+			s.log.Error("user.deleted not published: their jobs and files stay until it is", "email", email, "err", err)
+		}
 	}
 }
 
@@ -128,7 +134,14 @@ func (s *state) currentPasswordMatches(ctx context.Context, w http.ResponseWrite
 	if !s.beginCheck(ctx, w, buckets) {
 		return false
 	}
-	if password == "" || !s.passwordMatches(creds.hash, password) {
+	matches, err := s.passwordMatches(ctx, creds.hash, password)
+	if err != nil {
+		s.limiter.end(undecided, buckets...)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "busy, try again")
+		return false
+	}
+	if password == "" || !matches {
 		s.limiter.end(failed, buckets...)
 		writeError(w, http.StatusForbidden, "current_password is required to change your own password, and must be right")
 		return false

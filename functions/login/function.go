@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,7 @@ var Settings = []Setting{
 	{Name: "LOGIN_MAX_FAILURES", Kind: KindInt, Default: "5", Min: "0", Max: "1048576", Meaning: "failed logins per account per window before 429, counted apart for each device that logged in before (device cookie) and for all other clients together (0 turns it off)"},
 	{Name: "LOGIN_MAX_IP_FAILURES", Kind: KindInt, Default: "20", Min: "0", Max: "1048576", Meaning: "failed logins per client per window before 429 (0 turns it off)"},
 	{Name: "LOGIN_FAILURE_WINDOW", Kind: KindDuration, Default: "15m", Min: "1s", Meaning: "how long failed logins count"},
+	{Name: "K_SINK", Kind: KindURL, Meaning: "the broker ingress user.deleted goes to; a SinkBinding sets it on the cluster; unset: none is published"},
 	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For, the TCP peer's being the first: the per-client limit counts the entry that many from the right (0: the TCP peer)"},
 	{Name: "TRUSTED_PROXIES", Kind: KindText, Meaning: "comma-separated CIDRs of further proxies (a cluster's pod network: ingress, activator): X-Forwarded-For entries inside them are skipped leftwards to find the client"},
 }
@@ -86,6 +88,8 @@ type state struct {
 	maxPerIP       int            // LOGIN_MAX_IP_FAILURES
 	proxyHops      int            // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
 	trustedProxies []netip.Prefix // networks of further proxies, skipped in X-Forwarded-For (TRUSTED_PROXIES)
+	bcryptSlots    chan struct{}  // bounds the password comparisons running at once
+	sink           string         // the broker ingress (K_SINK), "" for none
 }
 
 // New returns a Function that serves 503 until Start has run.
@@ -179,6 +183,11 @@ func (f *Function) configure(cfg map[string]string) (*state, error) {
 		maxPerAccount: int(set.int("LOGIN_MAX_FAILURES")),
 		maxPerIP:      int(set.int("LOGIN_MAX_IP_FAILURES")),
 		proxyHops:     int(set.int("TRUSTED_PROXY_HOPS")),
+		// As many bcrypt comparisons at once as there are CPUs: more only queue for
+		// the CPU, and 200 runnable comparisons starve the user lookups of other
+		// logins past dbTimeout (503). Waiting here costs no CPU.
+		bcryptSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		sink:        set.text("K_SINK"),
 	}
 	if s.trustedProxies, err = parsePrefixes(set.text("TRUSTED_PROXIES")); err != nil {
 		return nil, fmt.Errorf("login: %w", err)

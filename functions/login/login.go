@@ -41,7 +41,15 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.beginCheck(ctx, w, buckets) {
 		return
 	}
-	if !s.passwordMatches(creds.hash, password) {
+	matches, err := s.passwordMatches(ctx, creds.hash, password)
+	if err != nil {
+		s.limiter.end(undecided, buckets...)
+		s.log.Warn("login refused: too many at once", "email", email, "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "too many logins at once, try again")
+		return
+	}
+	if !matches {
 		s.limiter.end(failed, buckets...)
 		s.log.Info("login failed", "email", email, "ip", clientIP(r, s.proxyHops, s.trustedProxies))
 		s.unauthorizedBasic(w)
@@ -102,7 +110,8 @@ func (s *state) beginCheck(ctx context.Context, w http.ResponseWriter, buckets [
 
 // passwordMatches does one bcrypt comparison whether or not the user exists
 // (hash nil): against the dummy hash of the same cost in that case.
-func (s *state) passwordMatches(hash []byte, password string) bool {
+// It waits for one of bcryptSlots first, at most bcryptWait (an error then).
+func (s *state) passwordMatches(ctx context.Context, hash []byte, password string) (bool, error) {
 	exists := hash != nil
 	if !exists {
 		hash = s.dummyHash
@@ -111,9 +120,23 @@ func (s *state) passwordMatches(hash []byte, password string) bool {
 	if tooLong {
 		password = password[:maxPasswordLen]
 	}
+	wait := time.NewTimer(bcryptWait)
+	defer wait.Stop()
+	select {
+	case s.bcryptSlots <- struct{}{}:
+	case <-wait.C:
+		return false, errors.New("no bcrypt slot within " + bcryptWait.String())
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
-	return err == nil && exists && !tooLong
+	<-s.bcryptSlots
+	return err == nil && exists && !tooLong, nil
 }
+
+// bcryptWait bounds how long a login waits for a comparison slot: the answer must be out
+// before func-go's 30 s write timeout cuts it (the front door would answer 502).
+const bcryptWait = 25 * time.Second
 
 // issue signs a token for the user: sub its id, username the address as stored.
 func (s *state) issue(c credentials) (string, error) {

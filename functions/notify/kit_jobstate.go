@@ -10,8 +10,9 @@ const (
 	JobUploaded   JobState = "uploaded"   // upload stored the video and announced it
 	JobConverting JobState = "converting" // convert claimed it (a claim may have lapsed: the broker retries)
 	JobDone       JobState = "done"       // convert stored the MP3: final
-	JobFailed     JobState = "failed"     // convert gave up for good, or notify got the dead letter: final
+	JobFailed     JobState = "failed"     // convert gave up for good, notify got the dead letter, or sweep gave up re-driving: final
+	JobExpired    JobState = "expired"    // sweep deleted the MP3 after MP3_RETENTION: final
 )
 
 // final reports whether no function moves the job on from s.
-func (s JobState) final() bool { return s == JobDone || s == JobFailed }
+func (s JobState) final() bool { return s == JobDone || s == JobFailed || s == JobExpired }

@@ -14,10 +14,12 @@ import (
 	download "mp3converter/functions/download"
 	login "mp3converter/functions/login"
 	notify "mp3converter/functions/notify"
+	sweep "mp3converter/functions/sweep"
 	upload "mp3converter/functions/upload"
 	validate "mp3converter/functions/validate"
 	web "mp3converter/functions/web"
 	"mp3converter/internal/kit"
+	"mp3converter/knative/model"
 )
 
 // setting is any function's copy of kit.Setting.
@@ -43,6 +45,7 @@ var functions = map[string][]kit.Setting{
 	"download": declared(download.Settings),
 	"login":    declared(login.Settings),
 	"notify":   declared(notify.Settings),
+	"sweep":    declared(sweep.Settings),
 	"upload":   declared(upload.Settings),
 	"validate": declared(validate.Settings),
 	"web":      declared(web.Settings),
@@ -113,17 +116,33 @@ func TestFuncYAMLMatchesSettings(t *testing.T) {
 	}
 }
 
-// injectedBySinkBinding: K_SINK of a function that knative/sinkbinding.yaml binds
+// injectedBySinkBinding: K_SINK of a function that a SinkBinding of knative/ binds
 // comes from the SinkBinding on the cluster (and from `mp3converter up` locally),
 // not from func.yaml, which func deploy would deploy and the host builder bake in.
 func injectedBySinkBinding(t *testing.T, function, variable string) bool {
-	var sb struct {
-		Spec struct {
-			Subject struct{ Kind, Name string }
+	if variable != "K_SINK" {
+		return false
+	}
+	files, err := filepath.Glob(filepath.Join(root, "knative", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := (model.Decoder{SkipUnknown: true}).DecodeFile(f, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if sb, ok := o.Typed.(*model.SinkBinding); ok && sb.Spec.Subject.Kind == "Service" && sb.Spec.Subject.Name == function {
+				return true
+			}
 		}
 	}
-	readYAML(t, filepath.Join(root, "knative", "sinkbinding.yaml"), &sb)
-	return variable == "K_SINK" && sb.Spec.Subject.Kind == "Service" && sb.Spec.Subject.Name == function
+	return false
 }
 
 // On the cluster each function's Service is what func deploy makes of its func.yaml

@@ -21,12 +21,12 @@ func TestJobStatesMatchTheSchema(t *testing.T) {
 	if err := json.Unmarshal(b, &schema); err != nil {
 		t.Fatal(err)
 	}
-	want := []JobState{JobUploaded, JobConverting, JobDone, JobFailed}
+	want := []JobState{JobUploaded, JobConverting, JobDone, JobFailed, JobExpired}
 	if !slices.Equal(schema.Properties.State.Enum, want) {
 		t.Errorf("schema states %v, constants %v", schema.Properties.State.Enum, want)
 	}
 	for _, s := range want {
-		if s.final() != (s == JobDone || s == JobFailed) {
+		if s.final() != (s == JobDone || s == JobFailed || s == JobExpired) {
 			t.Errorf("%s.final() = %v", s, s.final())
 		}
 	}

@@ -44,6 +44,7 @@ var Kinds = map[string]func() any{
 	"eventing.knative.dev/v1/Broker":                     func() any { return &Broker{} },
 	"eventing.knative.dev/v1/Trigger":                    func() any { return &Trigger{} },
 	"sources.knative.dev/v1/SinkBinding":                 func() any { return &SinkBinding{} },
+	"sources.knative.dev/v1/PingSource":                  func() any { return &PingSource{} },
 	"eventing.knative.dev/v1alpha1/RabbitmqBrokerConfig": func() any { return &RabbitmqBrokerConfig{} },
 	"rabbitmq.com/v1beta1/RabbitmqCluster":               func() any { return &RabbitmqCluster{} },
 }
@@ -284,6 +285,9 @@ func (m *Manifests) Brokers() []*Broker { return Of[*Broker](m) }
 
 // Triggers are the Triggers of m.
 func (m *Manifests) Triggers() []*Trigger { return Of[*Trigger](m) }
+
+// PingSources are the PingSources of m.
+func (m *Manifests) PingSources() []*PingSource { return Of[*PingSource](m) }
 
 // Broker returns the Broker namespace/name, or nil.
 func (m *Manifests) Broker(namespace, name string) *Broker {

@@ -90,6 +90,26 @@ type SinkBindingSpec struct {
 	Subject             tracker.Reference           `json:"subject"`
 }
 
+// PingSource is a sources.knative.dev/v1 PingSource: it sends an event of
+// type dev.knative.sources.ping to its sink on a cron schedule.
+type PingSource struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              PingSourceSpec `json:"spec,omitempty"`
+}
+
+// PingSourceSpec is the spec of a PingSource: duck SourceSpec plus the
+// schedule and the event's data.
+type PingSourceSpec struct {
+	Sink                duckv1.Destination          `json:"sink,omitempty"`
+	CloudEventOverrides *duckv1.CloudEventOverrides `json:"ceOverrides,omitempty"`
+	Schedule            string                      `json:"schedule,omitempty"`
+	Timezone            string                      `json:"timezone,omitempty"`
+	ContentType         string                      `json:"contentType,omitempty"`
+	Data                string                      `json:"data,omitempty"`
+	DataBase64          string                      `json:"dataBase64,omitempty"`
+}
+
 // RabbitmqBrokerConfig is eventing-rabbitmq's eventing.knative.dev/v1alpha1
 // RabbitmqBrokerConfig.
 type RabbitmqBrokerConfig struct {

@@ -2,8 +2,14 @@ package model
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"regexp"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
 
 	"knative.dev/pkg/apis"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
@@ -26,7 +32,7 @@ const (
 )
 
 // CheckWebhooks applies the admission rules to every Broker, Trigger,
-// SinkBinding and RabbitmqBrokerConfig of m, as on create.
+// SinkBinding, PingSource and RabbitmqBrokerConfig of m, as on create.
 func (m *Manifests) CheckWebhooks() *apis.FieldError {
 	var errs *apis.FieldError
 	for _, o := range m.Objects {
@@ -37,6 +43,8 @@ func (m *Manifests) CheckWebhooks() *apis.FieldError {
 		case *Trigger:
 			errs = errs.Also(o.Via(t.Validate(apis.WithinParent(ctx, t.ObjectMeta))))
 		case *SinkBinding:
+			errs = errs.Also(o.Via(t.Validate(apis.WithinParent(ctx, t.ObjectMeta))))
+		case *PingSource:
 			errs = errs.Also(o.Via(t.Validate(apis.WithinParent(ctx, t.ObjectMeta))))
 		case *RabbitmqBrokerConfig:
 			errs = errs.Also(o.Via(t.Validate()))
@@ -186,6 +194,54 @@ func (s *SinkBinding) Validate(ctx context.Context) *apis.FieldError {
 		errs = errs.Also(apis.ErrInvalidValue(sub.Namespace, "spec.subject.namespace", "must be the SinkBinding's namespace"))
 	}
 	return errs.Also(duckv1.ValidateDestination(ctx, s.Spec.Sink).ViaField("spec.sink"))
+}
+
+// PingSourceEventType is the type of the events a PingSource sends.
+const PingSourceEventType = "dev.knative.sources.ping"
+
+// Validate is eventing's PingSource validation (ping_validation.go): the
+// schedule parses as a standard cron expression in the timezone, data and
+// dataBase64 are exclusive (the latter base64, the former JSON when the
+// content type says so), the sink is a valid destination.
+func (p *PingSource) Validate(ctx context.Context) *apis.FieldError {
+	var errs *apis.FieldError
+	if _, err := p.Spec.ParseSchedule(); err != nil {
+		path := "spec.schedule"
+		if p.Spec.Timezone != "" {
+			if _, tzErr := time.LoadLocation(p.Spec.Timezone); tzErr != nil {
+				path = "spec.timezone"
+			}
+		}
+		errs = errs.Also(apis.ErrInvalidValue(p.Spec.Schedule, path, err.Error()))
+	}
+	switch {
+	case p.Spec.Data != "" && p.Spec.DataBase64 != "":
+		errs = errs.Also(apis.ErrMultipleOneOf("spec.data", "spec.dataBase64"))
+	case p.Spec.DataBase64 != "":
+		if _, err := base64.StdEncoding.DecodeString(p.Spec.DataBase64); err != nil {
+			errs = errs.Also(apis.ErrInvalidValue(p.Spec.DataBase64, "spec.dataBase64", err.Error()))
+		}
+	case p.Spec.Data != "" && strings.HasPrefix(p.Spec.ContentType, "application/json") && !json.Valid([]byte(p.Spec.Data)):
+		errs = errs.Also(apis.ErrInvalidValue(p.Spec.Data, "spec.data", "not JSON, as contentType says"))
+	}
+	return errs.Also(duckv1.ValidateDestination(ctx, p.Spec.Sink).ViaField("spec.sink"))
+}
+
+// EventSource is the CloudEvents source of the PingSource's events, as
+// eventing's adapter sets it.
+func (p *PingSource) EventSource() string {
+	return "/apis/v1/namespaces/" + NamespaceOf(&p.ObjectMeta) + "/pingsources/" + p.Name
+}
+
+// ParseSchedule reads the schedule as eventing's receive adapter does: a
+// standard five-field cron expression (or a descriptor such as @every 1m),
+// in spec.timezone when set.
+func (s PingSourceSpec) ParseSchedule() (cron.Schedule, error) {
+	schedule := s.Schedule
+	if s.Timezone != "" {
+		schedule = "CRON_TZ=" + s.Timezone + " " + schedule
+	}
+	return cron.ParseStandard(schedule)
 }
 
 // Validate is eventing-rabbitmq's RabbitmqBrokerConfig validation: a

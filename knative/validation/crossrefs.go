@@ -82,6 +82,8 @@ func CheckReferences(m *Manifests, eventTypes []string) *apis.FieldError {
 					errs = errs.Also(o.Via(apis.ErrInvalidValue(r.Namespace, "spec.rabbitmqClusterReference.namespace", "the RabbitmqCluster lives in "+Namespace)))
 				}
 			}
+		case *model.PingSource:
+			errs = errs.Also(o.Via(m.destinationRef(t.Spec.Sink, "spec.sink")))
 		case *model.SinkBinding:
 			s := t.Spec.Subject
 			if s.Name != "" && m.Find(s.APIVersion, s.Kind, s.Name) == nil {
@@ -124,10 +126,31 @@ func (m *Manifests) triggerRefs(t *model.Trigger, eventTypes []string) *apis.Fie
 	if t.Spec.Filter == nil || t.Spec.Filter.Attributes["type"] == "" {
 		errs = errs.Also(withDetails(apis.ErrMissingField("spec.filter.attributes.type"),
 			"a Trigger without a type filter delivers every event, replies included"))
+	} else if t.Spec.Filter.Attributes["type"] == model.PingSourceEventType {
+		errs = errs.Also(m.pingTrigger(t))
 	} else if typ := t.Spec.Filter.Attributes["type"]; !slices.Contains(eventTypes, typ) {
 		errs = errs.Also(apis.ErrInvalidValue(typ, "spec.filter.attributes.type", "not an event type of events/: "+strings.Join(eventTypes, ", ")))
 	}
 	return errs
+}
+
+// pingTrigger checks a Trigger of PingSource ticks: it filters on the source
+// of a PingSource of the folder (its ticks only, not every PingSource's), and
+// that PingSource sends to the Trigger's Broker.
+func (m *Manifests) pingTrigger(t *model.Trigger) *apis.FieldError {
+	src := t.Spec.Filter.Attributes["source"]
+	for _, p := range m.PingSources() {
+		if src != p.EventSource() {
+			continue
+		}
+		if r := p.Spec.Sink.Ref; r == nil || r.Kind != "Broker" || r.Name != t.Spec.Broker {
+			return apis.ErrInvalidValue(src, "spec.filter.attributes.source",
+				"PingSource "+p.Name+" does not send to Broker "+t.Spec.Broker+": this Trigger never fires")
+		}
+		return nil
+	}
+	return apis.ErrInvalidValue(src, "spec.filter.attributes.source",
+		"a Trigger of dev.knative.sources.ping filters on the source of a PingSource of knative/: /apis/v1/namespaces/"+Namespace+"/pingsources/<name>")
 }
 
 // destinationRef checks that a Destination's ref names an object of the

@@ -66,7 +66,8 @@ func TestLoadFindsEveryManifest(t *testing.T) {
 		"serving.knative.dev/v1/Service":                     7,
 		"eventing.knative.dev/v1/Broker":                     1,
 		"eventing.knative.dev/v1/Trigger":                    3,
-		"sources.knative.dev/v1/SinkBinding":                 1,
+		"sources.knative.dev/v1/SinkBinding":                 3,
+		"sources.knative.dev/v1/PingSource":                  1,
 		"eventing.knative.dev/v1alpha1/RabbitmqBrokerConfig": 1,
 		"rabbitmq.com/v1beta1/RabbitmqCluster":               1,
 		"apps/v1/StatefulSet":                                2,
@@ -143,6 +144,11 @@ func ksvc(t *testing.T, m *Manifests, name string) *servingv1.Service {
 func trigger(t *testing.T, m *Manifests, name string) *model.Trigger {
 	t.Helper()
 	return obj(t, m, "Trigger", name).Typed.(*model.Trigger)
+}
+
+func pingSource(t *testing.T, m *Manifests, name string) *model.PingSource {
+	t.Helper()
+	return obj(t, m, "PingSource", name).Typed.(*model.PingSource)
 }
 
 func container(t *testing.T, m *Manifests, name string) *corev1.Container {
@@ -240,6 +246,12 @@ func num(n int64) json.Number { return json.Number(strconv.FormatInt(n, 10)) }
 
 func TestSchemaRuleRejects(t *testing.T) {
 	runBroken(t, "crd-schemas", []brokenCase{
+		{"pingsource schedule not a string", func(t *testing.T, m *Manifests) {
+			setPath(t, obj(t, m, "PingSource", "sweep"), "spec.schedule", 60)
+		}, `pingsources\[sweep\]\.spec\.schedule`},
+		{"pingsource field misspelt", func(t *testing.T, m *Manifests) {
+			setPath(t, obj(t, m, "PingSource", "sweep"), "spec.scedule", "* * * * *")
+		}, `must not set the field\(s\): .*spec\.scedule`},
 		{"rabbitmq service type outside the enum", func(t *testing.T, m *Manifests) {
 			setPath(t, obj(t, m, "RabbitmqCluster", "rabbitmq"), "spec.service", map[string]any{"type": "Internal"})
 		}, `spec\.service\.type\s+must be one of ClusterIP, LoadBalancer, NodePort`},
@@ -381,6 +393,21 @@ func TestServicePolicyRuleRejects(t *testing.T) {
 
 func TestEventingWebhookRuleRejects(t *testing.T) {
 	runBroken(t, "eventing-webhooks", []brokenCase{
+		{"pingsource schedule that is not cron", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.Schedule = "every minute"
+		}, `pingsources\[sweep\]\.spec\.schedule`},
+		{"pingsource in a timezone that does not exist", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.Timezone = "Mars/Olympus"
+		}, `pingsources\[sweep\]\.spec\.timezone`},
+		{"pingsource data and dataBase64", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.DataBase64 = "e30="
+		}, `expected exactly one, got both: pingsources\[sweep\]\.spec\.data, pingsources\[sweep\]\.spec\.dataBase64`},
+		{"pingsource data not JSON as its content type says", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.Data = "{"
+		}, `not JSON`},
+		{"pingsource without sink", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.Sink = duckv1.Destination{}
+		}, `pingsources\[sweep\]\.spec\.sink`},
 		{"broker of another class", func(t *testing.T, m *Manifests) {
 			obj(t, m, "Broker", "default").Typed.(*model.Broker).Annotations[model.BrokerClassAnnotation] = "MTChannelBasedBroker"
 		}, `must be RabbitMQBroker`},
@@ -477,6 +504,21 @@ func TestReferencesRuleRejects(t *testing.T) {
 		{"a trigger that takes every event", func(t *testing.T, m *Manifests) {
 			trigger(t, m, "notify-converted").Spec.Filter = nil
 		}, `delivers every event`},
+		{"pingsource sink that does not exist", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.Sink.Ref.Name = "other"
+		}, `pingsources\[sweep\]\.spec\.sink\.ref\s+no eventing\.knative\.dev/v1 Broker named "other"`},
+		{"tick trigger on the source of no pingsource", func(t *testing.T, m *Manifests) {
+			trigger(t, m, "sweep-tick").Spec.Filter.Attributes["source"] = "/apis/v1/namespaces/mp3converter/pingsources/sweeper"
+		}, `filters on the source of a PingSource of knative/`},
+		{"tick trigger whose pingsource sends elsewhere", func(t *testing.T, m *Manifests) {
+			pingSource(t, m, "sweep").Spec.Sink.Ref = &duckv1.KReference{APIVersion: "serving.knative.dev/v1", Kind: "Service", Name: "sweep"}
+		}, `PingSource sweep does not send to Broker default: this Trigger never fires`},
+		{"user.deleted without a trigger", func(t *testing.T, m *Manifests) {
+			removeObject(m, "Trigger", "sweep-user-deleted")
+		}, `no Trigger delivers event type dev\.mp3converter\.user\.deleted`},
+		{"sinkbinding of login that names no service", func(t *testing.T, m *Manifests) {
+			obj(t, m, "SinkBinding", "login-broker").Typed.(*model.SinkBinding).Spec.Subject.Name = "logon"
+		}, `spec\.subject\s+no serving\.knative\.dev/v1 Service named "logon"`},
 		{"sinkbinding subject that does not exist", func(t *testing.T, m *Manifests) {
 			obj(t, m, "SinkBinding", "upload-broker").Typed.(*model.SinkBinding).Spec.Subject.Name = "uploader"
 		}, `spec\.subject\s+no serving\.knative\.dev/v1 Service named "uploader"`},

@@ -54,7 +54,7 @@ func TestFunctionShapes(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := "http"
-			if name == "notify" {
+			if name == "notify" || name == "sweep" {
 				want = "cloudevent"
 			}
 			if s.Invoke != want {

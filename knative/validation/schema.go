@@ -336,6 +336,7 @@ var customKinds = []string{
 	"eventing.knative.dev/v1/Broker",
 	"eventing.knative.dev/v1/Trigger",
 	"sources.knative.dev/v1/SinkBinding",
+	"sources.knative.dev/v1/PingSource",
 	"eventing.knative.dev/v1alpha1/RabbitmqBrokerConfig",
 	"rabbitmq.com/v1beta1/RabbitmqCluster",
 }

@@ -31,12 +31,15 @@ func TestLoadRealManifests(t *testing.T) {
 	if c := m.BrokerConfig("mp3converter", br.Spec.Config.Name); c == nil || c.Spec.QueueType != "quorum" || c.Spec.RabbitmqClusterReference.Name != "rabbitmq" {
 		t.Errorf("broker config: %+v", c)
 	}
-	resolve := ResolveServices(map[string]string{"convert": "http://convert/", "notify": "http://notify/"})
+	resolve := ResolveServices(map[string]string{"convert": "http://convert/", "notify": "http://notify/", "sweep": "http://sweep/"})
 	want := map[string]trigger{
 		"convert": {filter: map[string]string{"type": "dev.mp3converter.video.uploaded"}, subscriber: mustURL(t, "http://convert/"),
 			deadLetter: mustURL(t, "http://notify/"), retry: 5, delay: 2 * time.Second, timeout: 10 * time.Minute, parallelism: 2},
 		"notify-converted": {filter: map[string]string{"type": "dev.mp3converter.mp3.converted"}, subscriber: mustURL(t, "http://notify/"), parallelism: 1},
 		"notify-failed":    {filter: map[string]string{"type": "dev.mp3converter.conversion.failed"}, subscriber: mustURL(t, "http://notify/"), parallelism: 1},
+		"sweep-tick": {filter: map[string]string{"type": "dev.knative.sources.ping", "source": "/apis/v1/namespaces/mp3converter/pingsources/sweep"},
+			subscriber: mustURL(t, "http://sweep/"), parallelism: 1},
+		"sweep-user-deleted": {filter: map[string]string{"type": "dev.mp3converter.user.deleted"}, subscriber: mustURL(t, "http://sweep/"), parallelism: 1},
 	}
 	var names []string
 	for _, tr := range m.Triggers() {
@@ -64,7 +67,7 @@ func TestLoadRealManifests(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if !slices.Equal(names, []string{"convert", "notify-converted", "notify-failed"}) {
+	if !slices.Equal(names, []string{"convert", "notify-converted", "notify-failed", "sweep-tick", "sweep-user-deleted"}) {
 		t.Errorf("triggers %v", names)
 	}
 }

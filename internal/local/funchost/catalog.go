@@ -1,4 +1,4 @@
-// Package functions names the seven functions and makes their instances, as
+// Package functions names the functions and makes their instances, as
 // each one's New() does in the binary `func build` makes. It imports nothing
 // else, so a host that needs only the functions links only them.
 package funchost
@@ -11,6 +11,7 @@ import (
 	download "mp3converter/functions/download"
 	login "mp3converter/functions/login"
 	notify "mp3converter/functions/notify"
+	sweep "mp3converter/functions/sweep"
 	upload "mp3converter/functions/upload"
 	validate "mp3converter/functions/validate"
 	web "mp3converter/functions/web"
@@ -18,7 +19,7 @@ import (
 
 // Names lists the functions in the order the local stack starts them.
 // web, the public entry point, comes last: it passes requests on to the others.
-var Names = []string{"validate", "login", "upload", "download", "convert", "notify", "web"}
+var Names = []string{"validate", "login", "upload", "download", "convert", "notify", "sweep", "web"}
 
 // New returns a new instance of the named function.
 func New(name string) (any, error) {
@@ -35,6 +36,8 @@ func New(name string) (any, error) {
 		return convert.New(), nil
 	case "notify":
 		return notify.New(), nil
+	case "sweep":
+		return sweep.New(), nil
 	case "web":
 		return web.New(), nil
 	}

@@ -1,7 +1,7 @@
 // Package host runs a function instance the way the func-go runtime does in
 // its container: health endpoints, Start in the background with the
 // configuration map, the same server timeouts, and on shutdown the HTTP
-// server first, then the instance's Stop. The local stack hosts all six
+// server first, then the instance's Stop. The local stack hosts all
 // functions in one process with it, so what runs here is what `func build`
 // deploys.
 package funchost

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
+
+	duckv1 "knative.dev/pkg/apis/duck/v1"
 
 	"mp3converter/internal/local/broker"
 	"mp3converter/knative"
@@ -49,10 +52,32 @@ func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]strin
 		backend = "rabbitmq"
 	}
 	s.log.Info("broker started", "backend", backend, "ingress", "http://"+ln.Addr().String())
-	return "http://" + ln.Addr().String() + "/", func() error {
+	ingress := "http://" + ln.Addr().String() + "/"
+
+	// The PingSources of knative/ tick into the Broker (or a Service) as on the cluster.
+	services := broker.ResolveServices(urls)
+	s.pings, err = broker.StartPings(manifests, func(d duckv1.Destination) (*url.URL, error) {
+		if r := d.Ref; r != nil && r.Kind == "Broker" && r.Name == "default" {
+			return url.Parse(ingress)
+		}
+		return services(d)
+	}, s.log)
+	if err != nil {
+		srv.Close()
+		b.Close(ctx)
+		return "", nil, err
+	}
+	return ingress, func() error {
+		s.pings.Stop()
 		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
 		srv.Shutdown(sctx)
 		return b.Close(sctx)
 	}, nil
+}
+
+// FirePing sends one tick of the named PingSource of knative/ now, as its
+// schedule would (e.g. "sweep": one sweep run).
+func (s *Stack) FirePing(ctx context.Context, name string) error {
+	return s.pings.Fire(ctx, name)
 }

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"mp3converter/internal/local/broker"
 	"mp3converter/internal/local/funchost"
 	"mp3converter/internal/local/standins"
 
@@ -68,6 +69,7 @@ type Stack struct {
 	MongoURI  string
 
 	log      *slog.Logger
+	pings    *broker.Pings   // the PingSources of knative/
 	closers  []func() error  // in the order they must run at shutdown
 	errs     chan error      // a function that failed
 	external map[string]bool // functions running outside the stack

@@ -1,0 +1,174 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// GridFS ids are the video's ObjectID in both buckets (the MP3 takes its video's id).
+
+// expireMP3s deletes the MP3s older than MP3_RETENTION; their job becomes expired first, so
+// a download in between answers 410, never a broken stream.
+func (rt *runtime) expireMP3s(ctx context.Context, c *counts) error {
+	if rt.retention <= 0 {
+		return nil
+	}
+	now := rt.now()
+	var files []struct {
+		ID bson.ObjectID `bson:"_id"`
+	}
+	err := rt.find(ctx, rt.mp3s().Collection("fs.files"),
+		bson.D{{Key: "uploadDate", Value: bson.D{{Key: "$lt", Value: now.Add(-rt.retention)}}}}, &files)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		_, err := rt.jobs().UpdateOne(ctx, bson.D{{Key: "_id", Value: f.ID}, {Key: "state", Value: JobDone}}, bson.D{
+			{Key: "$set", Value: bson.D{{Key: "state", Value: JobExpired}, {Key: "reason", Value: reasonExpired},
+				{Key: "expired_at", Value: now}, {Key: "updated_at", Value: now}}}})
+		if err != nil {
+			return err
+		}
+		if err := removeFile(ctx, rt.mp3s(), f.ID); err != nil {
+			return err
+		}
+		c.Expired++
+	}
+	return nil
+}
+
+// removeVideos deletes videos that no job needs: of no job (a crash between the upload and
+// the job's insert), or of a finished job (convert killed before its own delete, or a
+// failure) unless KEEP_VIDEOS.
+func (rt *runtime) removeVideos(ctx context.Context, c *counts) error {
+	cutoff := rt.now().Add(-rt.grace)
+	return rt.scan(ctx, rt.videos().Collection("fs.files"), "_id",
+		bson.D{{Key: "uploadDate", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
+		func(id bson.ObjectID) error {
+			state, err := rt.jobState(ctx, id)
+			if err != nil {
+				return err
+			}
+			switch {
+			case state == "":
+			case state.final() && !rt.keepVideos:
+			default:
+				return nil
+			}
+			c.VideosRemoved++
+			return removeFile(ctx, rt.videos(), id)
+		})
+}
+
+// removeOrphanMP3s deletes MP3s whose job is gone (a crash between the job's delete and its
+// files', or a job removed by hand).
+func (rt *runtime) removeOrphanMP3s(ctx context.Context, c *counts) error {
+	cutoff := rt.now().Add(-rt.grace)
+	return rt.scan(ctx, rt.mp3s().Collection("fs.files"), "_id",
+		bson.D{{Key: "uploadDate", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
+		func(id bson.ObjectID) error {
+			state, err := rt.jobState(ctx, id)
+			if err != nil || state != "" {
+				return err
+			}
+			c.MP3sRemoved++
+			return removeFile(ctx, rt.mp3s(), id)
+		})
+}
+
+// removeOrphanChunks deletes chunks without a files document: an upload or a conversion that
+// died while storing. A file's chunks come before its files document, so only ids older than
+// STUCK_AFTER (beyond upload's UPLOAD_TIMEOUT and convert's whole retry window) are taken,
+// and never those of a job still uploaded or converting.
+func (rt *runtime) removeOrphanChunks(ctx context.Context, c *counts) error {
+	cutoff := bson.NewObjectIDFromTimestamp(rt.now().Add(-rt.stuckAfter))
+	for _, db := range []*mongo.Database{rt.videos(), rt.mp3s()} {
+		err := rt.scan(ctx, db.Collection("fs.chunks"), "files_id",
+			bson.D{{Key: "n", Value: 0}, {Key: "files_id", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
+			func(id bson.ObjectID) error {
+				n, err := db.Collection("fs.files").CountDocuments(ctx, bson.D{{Key: "_id", Value: id}}, options.Count().SetLimit(1))
+				if err != nil || n > 0 {
+					return err
+				}
+				state, err := rt.jobState(ctx, id)
+				if err != nil || state == JobUploaded || state == JobConverting {
+					return err
+				}
+				c.ChunksRemoved++
+				_, err = db.Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: id}})
+				return err
+			})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jobState is the state of the job with this id, "" when there is none.
+func (rt *runtime) jobState(ctx context.Context, id bson.ObjectID) (JobState, error) {
+	var j struct {
+		State JobState `bson:"state"`
+	}
+	err := rt.jobs().FindOne(ctx, bson.D{{Key: "_id", Value: id}}, options.FindOne().SetProjection(bson.D{{Key: "state", Value: 1}})).Decode(&j)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return "", nil
+	}
+	return j.State, err
+}
+
+// removeFile deletes a GridFS file's files document and chunks; either may be missing.
+func removeFile(ctx context.Context, db *mongo.Database, id bson.ObjectID) error {
+	if _, err := db.Collection("fs.files").DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+		return err
+	}
+	_, err := db.Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: id}})
+	return err
+}
+
+// scan visits at most SWEEP_BATCH ids of coll matching filter, in id order, from where the
+// last run stopped: live files cannot hold the scan back, and every file is reached within
+// a few runs. At the end of the collection it starts again from the beginning.
+func (rt *runtime) scan(ctx context.Context, coll *mongo.Collection, field string, filter bson.D, visit func(bson.ObjectID) error) error {
+	state := rt.videos().Collection("sweep")
+	key := "cursor/" + coll.Database().Name() + "." + coll.Name()
+	var cursor struct {
+		After bson.ObjectID `bson:"after"`
+	}
+	if err := state.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&cursor); err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return err
+	}
+	f := append(bson.D{{Key: "$and", Value: bson.A{bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: cursor.After}}}}}}}, filter...)
+	cur, err := coll.Find(ctx, f, options.Find().SetSort(bson.D{{Key: field, Value: 1}}).SetLimit(rt.batch).
+		SetProjection(bson.D{{Key: field, Value: 1}}))
+	if err != nil {
+		return err
+	}
+	var docs []bson.Raw
+	if err := cur.All(ctx, &docs); err != nil {
+		return err
+	}
+	next := bson.ObjectID{} // from the start again
+	for _, d := range docs {
+		id, ok := d.Lookup(field).ObjectIDOK()
+		if !ok {
+			continue // not one of ours
+		}
+		if err := visit(id); err != nil {
+			return err
+		}
+		next = id
+	}
+	if int64(len(docs)) < rt.batch {
+		next = bson.ObjectID{}
+	}
+	_, err = state.UpdateOne(ctx, bson.D{{Key: "_id", Value: key}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "after", Value: next}, {Key: "at", Value: time.Now().UTC()}}}},
+		options.UpdateOne().SetUpsert(true))
+	return err
+}
