@@ -36,6 +36,14 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 	if d.job, err = d.readJob(claimCtx, oid, up); err != nil {
 		return d.storageError("cannot read the job", err)
 	}
+	// Anyone who reaches convert can post an event: one that does not describe its job as
+	// upload published it (a forger knows at most the id) gets no conversion and no reply,
+	// which would carry the owner's address and file name.
+	if d.job.State != "" && (d.job.Username != up.Username || d.job.Filename != up.Filename ||
+		d.job.ContentType != up.ContentType || d.job.Size != up.Size) {
+		d.log.Warn("event disagrees with its job, dropped")
+		return noReply
+	}
 	if d.job.State != JobUploaded && d.job.State != JobConverting {
 		return d.replay(claimCtx)
 	}

@@ -1133,3 +1133,27 @@ func TestClaimIsRenewedWhileConverting(t *testing.T) {
 		t.Errorf("attempts %v, want 1", j["attempts"])
 	}
 }
+
+// Anyone who reaches convert can post a video.uploaded naming someone else's job by its id:
+// the event does not describe the job (owner, file name, type, size), so convert neither
+// converts nor replies (the reply would carry the owner's address and file name).
+func TestForgedEventGetsNothing(t *testing.T) {
+	e := newEnv(t)
+	_, srv := e.start(nil, nil)
+	up := e.seed(media["mp3"], "song.mp3", "audio/mpeg")
+	fid := up["video_fid"].(string)
+	forged := map[string]any{"video_fid": fid, "username": "mallory@example.net", "filename": "x.mp4",
+		"content_type": "video/mp4", "size": 1}
+	if a := e.deliver(srv.URL, forged); a.status != http.StatusOK || a.reply != nil || len(a.body) != 0 {
+		t.Errorf("forged event: answer %d %s %v", a.status, a.body, a.reply)
+	}
+	if j := e.job(fid); j["state"] != "uploaded" || j["attempts"] != int32(0) {
+		t.Errorf("a forged event moved the job: %v", j)
+	}
+	// The real event converts; a forged one for the done job still learns nothing.
+	checkReply(t, e.deliver(srv.URL, up), typeConverted, fid)
+	if a := e.deliver(srv.URL, forged); a.status != http.StatusOK || a.reply != nil || len(a.body) != 0 {
+		t.Errorf("forged event for a done job: answer %d %s %v", a.status, a.body, a.reply)
+	}
+	e.assertTempEmpty()
+}

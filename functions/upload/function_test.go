@@ -886,3 +886,22 @@ func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
 	resp, out = do(t, e.request(t, "?filename=c.mp4", "video/mp4", bytes.NewReader(data)))
 	accepted(t, resp, out)
 }
+
+// Job and file ids cannot be guessed from another upload's id: consecutive ObjectIDs from
+// bson.NewObjectID share their timestamp and process bytes and differ by a counter.
+func TestUploadIDsAreUnguessable(t *testing.T) {
+	e := newEnv(t, nil)
+	data := mediaBytes(t, 4096, 4)
+	var ids []bson.ObjectID
+	for range 3 {
+		resp, out := do(t, e.request(t, "?filename=a.mp4", "video/mp4", bytes.NewReader(data)))
+		ids = append(ids, accepted(t, resp, out))
+	}
+	for i := 1; i < len(ids); i++ {
+		a, b := ids[i-1], ids[i]
+		// The 5 process bytes of bson.NewObjectID, equal by chance: 2^-40.
+		if bytes.Equal(a[4:9], b[4:9]) {
+			t.Errorf("ids %s and %s share their process bytes: the next one can be guessed", a.Hex(), b.Hex())
+		}
+	}
+}
