@@ -82,7 +82,7 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 	// attempt that crashed ends within CONVERT_LEASE, so the broker's next
 	// retry takes over instead of waiting out CONVERT_TIMEOUT. The work stops
 	// if the claim cannot be renewed in time, so two claims never overlap.
-	workCtx, cancelWork := context.WithTimeout(ctx, d.timeout)
+	workCtx, cancelWork := context.WithTimeoutCause(ctx, d.timeout, errConvertTimeout)
 	defer cancelWork()
 	stopRenewing := d.renewClaim(workCtx, cancelWork, lease)
 	defer stopRenewing()
