@@ -1286,3 +1286,54 @@ func TestToolsRunLimited(t *testing.T) {
 		}
 	}
 }
+
+// One user's uploads cannot hold every converter: with CONVERT_PER_USER 1, a second
+// conversion of the same user while the first runs is refused (503, Retry-After) before any
+// work and leaves no claim; another user's goes on; the refused one converts once the
+// first is done.
+func TestOneUserCannotHoldAllConverters(t *testing.T) {
+	e := newEnv(t)
+	inFFmpeg, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	_, srv := e.start(map[string]string{"CONVERT_PER_USER": "1"}, func(f *Function) {
+		f.onFFmpeg = func([]string) {
+			if first.CompareAndSwap(false, true) {
+				close(inFFmpeg)
+				<-release
+			}
+		}
+	})
+	one := e.seed(media["mp3"], "one.mp3", "audio/mpeg")
+	second := e.seed(media["mp3"], "two.mp3", "audio/mpeg")
+	other := e.seed(media["mp3"], "bob.mp3", "audio/mpeg")
+	if _, err := e.videos().Collection("jobs").UpdateOne(context.Background(), bson.D{{Key: "_id", Value: oid(t, other["video_fid"].(string))}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "username", Value: "bob@example.com"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	other["username"] = "bob@example.com"
+
+	done := make(chan answer, 1)
+	go func() { done <- e.deliver(srv.URL, one) }()
+	<-inFFmpeg // the first conversion holds ada's one converter
+
+	// (deliver, not e.deliver: the first conversion's temp dir is there while it runs)
+	a := deliver(t, srv.URL, uploadedEvent(second["video_fid"].(string), second), false)
+	if a.status != http.StatusServiceUnavailable || a.reply != nil || a.header.Get("Retry-After") == "" {
+		t.Errorf("second conversion of the same user: %d %s %v, want 503 with Retry-After", a.status, a.body, a.header)
+	}
+	fid2 := second["video_fid"].(string)
+	if j := e.job(fid2); j["state"] != "uploaded" || j["attempts"] != int32(0) {
+		t.Errorf("refused job %v, want untouched", j)
+	}
+	if n := e.count(e.videos(), "convert_claims", bson.D{{Key: "video_fid", Value: oid(t, fid2)}}); n != 0 {
+		t.Errorf("the refused delivery left %d claims", n)
+	}
+	checkReply(t, deliver(t, srv.URL, uploadedEvent(other["video_fid"].(string), other), false), typeConverted, other["video_fid"].(string))
+
+	close(release)
+	checkReply(t, <-done, typeConverted, one["video_fid"].(string))
+	checkReply(t, e.deliver(srv.URL, second), typeConverted, fid2)
+	if j := e.job(fid2); j["attempts"] != int32(1) {
+		t.Errorf("job %v, want done at attempt 1", j)
+	}
+}

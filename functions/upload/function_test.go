@@ -509,6 +509,11 @@ func TestUploadRejectsAndLeavesNothing(t *testing.T) {
 		{"415 raw text content type", raw("text/plain", media), http.StatusUnsupportedMediaType, ""},
 		{"415 raw without content type", raw("", media), http.StatusUnsupportedMediaType, ""},
 		{"415 HTML declared video", raw("video/mp4", []byte("<!DOCTYPE html><html><body>hi</body></html>")), http.StatusUnsupportedMediaType, ""},
+		// A playlist naming a file on the converter's disk, with one binary byte so that
+		// "not text" sniffing took it for media.
+		{"415 text with a binary byte", raw("video/mp4", []byte("#EXTM3U\n#EXTINF:3,\n/etc/secret.mp3\n#EXT-X-ENDLIST\n\x01")), http.StatusUnsupportedMediaType, ""},
+		{"415 concat list part", multi(formPart{field: "f", filename: "a.mp4", contentType: "video/mp4", data: []byte("ffconcat version 1.0\nfile input\n\x00")}), http.StatusUnsupportedMediaType, ""},
+		{"415 unknown binary", raw("application/octet-stream", []byte{0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09}), http.StatusUnsupportedMediaType, ""},
 		{"415 zip", raw("application/octet-stream", []byte("PK\x03\x04\x14\x00\x00\x00\x08\x00")), http.StatusUnsupportedMediaType, ""},
 		{"400 zero bytes raw", raw("video/mp4", nil), http.StatusBadRequest, ""},
 		{"400 zero bytes part", multi(formPart{field: "f", filename: "empty.mp4", contentType: "video/mp4"}), http.StatusBadRequest, ""},
@@ -902,6 +907,38 @@ func TestUploadIDsAreUnguessable(t *testing.T) {
 		// The 5 process bytes of bson.NewObjectID, equal by chance: 2^-40.
 		if bytes.Equal(a[4:9], b[4:9]) {
 			t.Errorf("ids %s and %s share their process bytes: the next one can be guessed", a.Hex(), b.Hex())
+		}
+	}
+}
+
+// containerType knows the audio and video containers by their magic, and nothing else.
+func TestContainerType(t *testing.T) {
+	media := map[string]string{
+		"\x00\x00\x00\x18ftypmp42":                 "video/mp4",
+		"\x00\x00\x00\x14ftypqt  ":                 "video/mp4",
+		"\x1a\x45\xdf\xa3\x01\x00":                 "video/x-matroska",
+		"RIFF\x24\x00\x00\x00AVI LIST":             "video/x-msvideo",
+		"RIFF\x24\x00\x00\x00WAVEfmt ":             "audio/wav",
+		"\x00\x00\x01\xba\x44\x00":                 "video/mpeg",
+		"FLV\x01\x05":                              "video/x-flv",
+		"OggS\x00\x02":                             "audio/ogg",
+		"fLaC\x00\x00":                             "audio/flac",
+		"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9": "video/x-ms-asf",
+		"ID3\x04\x00":                              "audio/mpeg",
+		"\xff\xfb\x90\x64":                         "audio/mpeg",
+		"FORM\x00\x00\x00\x10AIFF":                 "audio/aiff",
+		"\x47\x40\x00\x10" + strings.Repeat("\xff", 184) + "\x47\x40\x11\x10": "video/mp2t",
+	}
+	for in, want := range media {
+		if got := containerType([]byte(in)); got != want {
+			t.Errorf("containerType(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, in := range []string{"", "hello", "#EXTM3U\n\x01", "ffconcat version 1.0\n", "G is for grape\n",
+		"\x89PNG\r\n\x1a\n", "%PDF-1.7", "PK\x03\x04", "<?xml version=\"1.0\"?><MPD>", "\x00\x01\x02\x03\x04\x05\x06\x07\x08",
+		"RIFF\x24\x00\x00\x00WEBPVP8 ", "\xff\xff\xff\xff"} {
+		if got := containerType([]byte(in)); got != "" {
+			t.Errorf("containerType(%q) = %q, want none", in, got)
 		}
 	}
 }
