@@ -35,6 +35,8 @@ import (
 const (
 	aliceToken = "alice-token"
 	alice      = "alice@example.com"
+	bobToken   = "bob-token"
+	bob        = "bob@example.com"
 	mib        = 1 << 20
 )
 
@@ -116,7 +118,8 @@ func newValidateStub(t testing.TB) *validateStub {
 	v := &validateStub{}
 	v.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.calls.Add(1)
-		if r.Header.Get("Authorization") != "Bearer "+aliceToken {
+		user := map[string]string{"Bearer " + aliceToken: alice, "Bearer " + bobToken: bob}[r.Header.Get("Authorization")]
+		if user == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
@@ -126,7 +129,7 @@ func newValidateStub(t testing.TB) *validateStub {
 		now := time.Now().Unix()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
-			"username": alice, "admin": false, "sub": "1", "iss": "mp3converter", "aud": []string{"mp3converter"},
+			"username": user, "admin": false, "sub": "1", "iss": "mp3converter", "aud": []string{"mp3converter"},
 			"iat": now, "nbf": now, "exp": now + 3600, "jti": "0123456789abcdef0123456789abcdef",
 		})
 	}))
@@ -871,7 +874,7 @@ func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
 	// Wait until the first upload holds the only slot.
 	wrote := make(chan struct{})
 	go func() { pw.Write(data[:256*1024]); close(wrote) }()
-	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots.free) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first upload never took its slot")
 		}
@@ -939,6 +942,94 @@ func TestContainerType(t *testing.T) {
 		"RIFF\x24\x00\x00\x00WEBPVP8 ", "\xff\xff\xff\xff"} {
 		if got := containerType([]byte(in)); got != "" {
 			t.Errorf("containerType(%q) = %q, want none", in, got)
+		}
+	}
+}
+
+// idleUpload opens a raw connection, sends an upload's headers promising 4096 bytes and
+// then only sent of them, and returns the answer; the connection's deadline bounds the test.
+func idleUpload(t *testing.T, e *testEnv, sent []byte) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	head := "POST /upload?filename=idle.mp4 HTTP/1.1\r\nHost: upload\r\nAuthorization: Bearer " + aliceToken +
+		"\r\nContent-Type: video/mp4\r\nContent-Length: 4096\r\n\r\n"
+	if _, err := conn.Write(append([]byte(head), sent...)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal("no answer to an idle upload:", err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// An upload that sends nothing, or sends a little and stalls, is ended with 408 after
+// UPLOAD_IDLE_TIMEOUT (not UPLOAD_TIMEOUT), leaves nothing behind and frees its slot.
+func TestIdleUploadIsEnded(t *testing.T) {
+	e := newEnv(t, map[string]string{"UPLOAD_IDLE_TIMEOUT": "1s", "UPLOAD_CONCURRENCY": "1"})
+	for name, sent := range map[string][]byte{"sends nothing": nil, "trickles then stalls": mediaBytes(t, 1000, 5)} {
+		t.Run(name, func(t *testing.T) {
+			if resp := idleUpload(t, e, sent); resp.StatusCode != http.StatusRequestTimeout {
+				t.Errorf("status %d, want 408", resp.StatusCode)
+			}
+			e.assertNothingLeft(t)
+		})
+	}
+	<-e.handled
+	<-e.handled
+	// The one slot is free again.
+	resp, out := do(t, e.request(t, "?filename=a.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 6))))
+	accepted(t, resp, out)
+}
+
+// One user holds at most half of the upload slots: with UPLOAD_CONCURRENCY 4, alice's third
+// upload while two are in flight gets 503 with Retry-After before its body is read; bob's
+// goes through.
+func TestOneUserHoldsHalfTheSlots(t *testing.T) {
+	e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "4"})
+	var writers []*io.PipeWriter
+	answers := make(chan *http.Response, 2)
+	for i := range 2 {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		go func() {
+			resp, err := http.DefaultClient.Do(e.request(t, fmt.Sprintf("?filename=%d.mp4", i), "video/mp4", pr))
+			if err != nil {
+				t.Error(err)
+			}
+			answers <- resp
+		}()
+		if _, err := pw.Write(mediaBytes(t, 1024, byte(i))); err != nil { // read once the slot is held
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots.free) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two uploads never took their slots")
+		}
+	}
+
+	resp, out := do(t, e.request(t, "?filename=third.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 7))))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("alice's third upload = %d %v, want 503 with Retry-After", resp.StatusCode, out)
+	}
+	req := e.request(t, "?filename=bob.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 8)))
+	req.Header.Set("Authorization", "Bearer "+bobToken)
+	resp, out = do(t, req)
+	accepted(t, resp, out)
+
+	for _, pw := range writers {
+		pw.Close()
+	}
+	for range writers {
+		if r := <-answers; r == nil || r.StatusCode != http.StatusAccepted {
+			t.Errorf("alice's upload = %v, want 202", r)
 		}
 	}
 }

@@ -124,6 +124,9 @@ func bodyError(err error) *httpError {
 	if errors.As(err, &tooBig) {
 		return &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("upload larger than %d bytes", tooBig.Limit), cause: err}
 	}
+	if errors.Is(err, errIdle) {
+		return &httpError{status: http.StatusRequestTimeout, msg: "the upload sent nothing for too long (UPLOAD_IDLE_TIMEOUT)", cause: err}
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return &httpError{status: http.StatusRequestTimeout, msg: "the upload took longer than the server allows (UPLOAD_TIMEOUT)", cause: err}
 	}
