@@ -540,3 +540,19 @@ func TestConvertWaitsOutABusyServer(t *testing.T) {
 	}
 	assertMP3(t, filepath.Join(dir, "busy.mp3"))
 }
+
+// TestStatesShowConversionProgress: while converting, convert and status say
+// how far ffmpeg is.
+func TestStatesShowConversionProgress(t *testing.T) {
+	p := 42
+	j := client.Job{State: "converting", Progress: &p, Attempts: 2}
+	if got := stateLabel(j); got != "converting 42% (attempt 2)" {
+		t.Errorf("convert shows %q", got)
+	}
+	if got := stateWithProgress(j); got != "converting 42%" {
+		t.Errorf("status shows %q", got)
+	}
+	if got := stateWithProgress(client.Job{State: "done", Progress: &p}); got != "done" {
+		t.Errorf("a done job shows %q", got)
+	}
+}

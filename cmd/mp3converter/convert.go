@@ -263,10 +263,14 @@ func stateLabel(j client.Job) string {
 	case "uploaded":
 		return "waiting for a converter"
 	case "converting":
-		if j.Attempts > 1 {
-			return fmt.Sprintf("converting (attempt %d)", j.Attempts)
+		label := "converting"
+		if j.Progress != nil {
+			label = fmt.Sprintf("converting %d%%", *j.Progress)
 		}
-		return "converting"
+		if j.Attempts > 1 {
+			label += fmt.Sprintf(" (attempt %d)", j.Attempts)
+		}
+		return label
 	case "done":
 		return "converted"
 	}

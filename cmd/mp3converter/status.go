@@ -55,7 +55,7 @@ func (a *app) showJob(ctx context.Context, c *client.Client, fid string) error {
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "file:\t%s\n", j.Filename)
 	fmt.Fprintf(tw, "video:\t%s (%s, %s)\n", j.VideoFID, size(j.Size), j.ContentType)
-	fmt.Fprintf(tw, "state:\t%s\n", j.State)
+	fmt.Fprintf(tw, "state:\t%s\n", stateWithProgress(j))
 	if j.Reason != "" {
 		fmt.Fprintf(tw, "reason:\t%s\n", j.Reason)
 	}
@@ -65,6 +65,14 @@ func (a *app) showJob(ctx context.Context, c *client.Client, fid string) error {
 		fmt.Fprintf(tw, "mp3:\t%s (%.1f s): mp3converter download %s\n", j.MP3FID, j.DurationSeconds, j.MP3FID)
 	}
 	return tw.Flush()
+}
+
+// stateWithProgress is the job's state, with ffmpeg's percentage while converting.
+func stateWithProgress(j client.Job) string {
+	if j.State == "converting" && j.Progress != nil {
+		return fmt.Sprintf("converting %d%%", *j.Progress)
+	}
+	return j.State
 }
 
 func (a *app) listJobs(ctx context.Context, c *client.Client) error {
@@ -79,7 +87,7 @@ func (a *app) listJobs(ctx context.Context, c *client.Client) error {
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIDEO_FID\tFILE\tSTATE\tUPDATED\tREASON")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.VideoFID, oneLine(j.Filename), j.State, when(j.UpdatedAt), oneLine(j.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.VideoFID, oneLine(j.Filename), stateWithProgress(j), when(j.UpdatedAt), oneLine(j.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -11,6 +11,7 @@
 package function
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,8 +46,9 @@ type Function struct {
 	lc  lifecycle[state]
 
 	// Test hooks, nil in production; set before Start, which hands them to the state.
-	onFFmpeg     func(args []string) // called before every ffmpeg run
-	beforeUpload func()              // called after ffmpeg, before the MP3 is stored
+	onFFmpeg      func(args []string) // called before every ffmpeg run
+	beforeUpload  func()              // called after ffmpeg, before the MP3 is stored
+	progressEvery time.Duration       // how often the progress is written (default progressEvery)
 }
 
 // state is everything Start builds from the configuration.
@@ -64,8 +66,9 @@ type state struct {
 	ffprobe     string
 	toolsErr    error // ffmpeg or ffprobe missing: Ready reports it
 
-	onFFmpeg     func(args []string)
-	beforeUpload func()
+	onFFmpeg      func(args []string)
+	beforeUpload  func()
+	progressEvery time.Duration
 }
 
 // New returns a Function that answers 503 until Start has run.
@@ -122,16 +125,17 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		return err
 	}
 	s := &state{
-		prefix:       set.text("MONGODB_DB_PREFIX"),
-		timeout:      set.duration("CONVERT_TIMEOUT"),
-		lease:        set.duration("CONVERT_LEASE"),
-		perUser:      int(set.int("CONVERT_PER_USER")),
-		maxDuration:  set.duration("MAX_DURATION"),
-		quality:      int(set.int("MP3_QUALITY")),
-		keepVideos:   set.bool("KEEP_VIDEOS"),
-		tmpDir:       set.text("TMPDIR"),
-		onFFmpeg:     f.onFFmpeg,
-		beforeUpload: f.beforeUpload,
+		prefix:        set.text("MONGODB_DB_PREFIX"),
+		timeout:       set.duration("CONVERT_TIMEOUT"),
+		lease:         set.duration("CONVERT_LEASE"),
+		perUser:       int(set.int("CONVERT_PER_USER")),
+		maxDuration:   set.duration("MAX_DURATION"),
+		quality:       int(set.int("MP3_QUALITY")),
+		keepVideos:    set.bool("KEEP_VIDEOS"),
+		tmpDir:        set.text("TMPDIR"),
+		onFFmpeg:      f.onFFmpeg,
+		beforeUpload:  f.beforeUpload,
+		progressEvery: cmp.Or(f.progressEvery, progressEvery),
 	}
 	if s.tmpDir == "" {
 		s.tmpDir = os.TempDir()

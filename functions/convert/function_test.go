@@ -1337,3 +1337,38 @@ func TestOneUserCannotHoldAllConverters(t *testing.T) {
 		t.Errorf("job %v, want done at attempt 1", j)
 	}
 }
+
+// TestProgressIsRecordedOnTheJob: while ffmpeg runs, the job carries how far
+// it is (0-100), from ffmpeg's own progress reports against the probed
+// duration; the last report is written before the MP3 is stored.
+func TestProgressIsRecordedOnTheJob(t *testing.T) {
+	e := newEnv(t)
+	up := e.seed(media["mp4long"], "long.mp4", "video/mp4")
+	fid := up["video_fid"].(string)
+	var seen any
+	_, srv := e.start(nil, func(f *Function) {
+		f.progressEvery = 10 * time.Millisecond
+		f.beforeUpload = func() { seen = e.job(fid)["progress"] }
+	})
+	checkReply(t, deliver(t, srv.URL, uploadedEvent(fid, up), false), typeConverted, fid)
+	if p, ok := seen.(int64); !ok || p < 90 || p > 100 {
+		t.Fatalf("progress after ffmpeg: %v (%T), want about 100", seen, seen)
+	}
+}
+
+func TestProgressParsesFFmpegReports(t *testing.T) {
+	p := &progress{total: 10 * time.Second}
+	p.percent.Store(-1)
+	for _, chunk := range []string{"frame=0\nout_time_us=25", "00000\nout_time=00:00:02.500000\nprogress=continue\n"} {
+		if _, err := p.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.percent.Load(); got != 25 {
+		t.Fatalf("percent %d after out_time_us=2500000 of 10 s, want 25", got)
+	}
+	p.Write([]byte("out_time_us=N/A\nout_time_us=99000000\n"))
+	if got := p.percent.Load(); got != 100 {
+		t.Fatalf("percent %d past the end, want 100", got)
+	}
+}

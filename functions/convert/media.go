@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os/exec"
 	"path/filepath"
@@ -132,11 +133,11 @@ func isPictureFormat(name string) bool {
 // into the MP3 out: copied when it is already MP3, encoded with LAME otherwise. Nothing but
 // the audio is copied (no metadata, chapters or other streams), and the output stops at
 // maxOutput whatever the input claims, and at the bytes that much audio takes.
-// Other errors than *ffmpegError are transient.
-func (s *state) runFFmpeg(ctx context.Context, in mediaInput, out string, copyAudio bool) error {
+// Other errors than *ffmpegError are transient. ffmpeg's progress lines go to progress.
+func (s *state) runFFmpeg(ctx context.Context, in mediaInput, out string, copyAudio bool, progress io.Writer) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, s.timeout, errConvertTimeout)
 	defer cancel()
-	args := append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-y"}, inputOptions()...)
+	args := append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y"}, inputOptions()...)
 	args = append(args, "-f", in.format, "-i", in.name, "-map", "0:a:0", "-vn", "-sn", "-dn",
 		"-map_metadata", "-1", "-map_chapters", "-1")
 	if copyAudio {
@@ -153,6 +154,7 @@ func (s *state) runFFmpeg(ctx context.Context, in mediaInput, out string, copyAu
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, s.ffmpeg, args...)
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
+	cmd.Stdout = progress
 	err := startLimited(cmd, s.limits())
 	if err == nil {
 		err = cmd.Wait()

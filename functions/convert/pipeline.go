@@ -75,7 +75,10 @@ func (d *delivery) convert(ctx context.Context) result {
 
 	out := filepath.Join(dir, "audio.mp3")
 	copyAudio := info.audioCodec == "mp3"
-	if err := d.runFFmpeg(ctx, mediaInput{name: in, format: info.format}, out, copyAudio); err != nil {
+	prog := d.trackProgress(ctx, info.duration, d.progressEvery)
+	err = d.runFFmpeg(ctx, mediaInput{name: in, format: info.format}, out, copyAudio, prog)
+	prog.stop()
+	if err != nil {
 		var fe *ffmpegError
 		if errors.As(err, &fe) {
 			return d.fail(ctx, "the audio track could not be converted: the file may be damaged", fe.Error())

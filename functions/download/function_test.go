@@ -511,6 +511,32 @@ func TestSignedLinks(t *testing.T) {
 	}
 }
 
+// TestJobProgress: a converting job shows how far ffmpeg is; once done, the
+// percentage is gone (it meant something only while converting).
+func TestJobProgress(t *testing.T) {
+	e := newEnv(t, nil)
+	fid := bson.NewObjectID()
+	e.putJob(t, fid, alice, "converting", "")
+	set := func(state string) {
+		if _, err := e.videos.Collection("jobs").UpdateOne(context.Background(), bson.D{{Key: "_id", Value: fid}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "progress", Value: int32(42)}, {Key: "state", Value: state}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("converting")
+	var v map[string]any
+	_, body := e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
+	if err := json.Unmarshal(body, &v); err != nil || v["progress"] != 42.0 {
+		t.Fatalf("converting job: %s, want progress 42", body)
+	}
+	set("failed")
+	_, body = e.get(t, http.MethodGet, alice, "/jobs/"+fid.Hex())
+	v = nil
+	if err := json.Unmarshal(body, &v); err != nil || v["progress"] != nil {
+		t.Fatalf("failed job: %s, want no progress", body)
+	}
+}
+
 func TestJobsPaging(t *testing.T) {
 	e := newEnv(t, nil)
 	var created []bson.ObjectID

@@ -27,6 +27,7 @@ type job struct {
 	Attempts        int32         `bson:"attempts" json:"attempts"`
 	CreatedAt       time.Time     `bson:"created_at" json:"created_at"`
 	UpdatedAt       time.Time     `bson:"updated_at" json:"updated_at"`
+	Progress        *int32        `bson:"progress,omitempty" json:"progress,omitempty"` // 0-100, while converting
 	DownloadURL     string        `bson:"-" json:"download_url,omitempty"`
 }
 
@@ -34,6 +35,9 @@ type job struct {
 func (s *state) view(j *job) *job {
 	j.VideoFID = j.ID.Hex()
 	j.CreatedAt, j.UpdatedAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC()
+	if j.State != JobConverting {
+		j.Progress = nil // a percentage means something only while ffmpeg runs
+	}
 	if j.State == JobDone && j.MP3FID != "" {
 		// Signed for the owner: a plain link, which a browser downloads with no token.
 		j.DownloadURL = s.publicURL + "/download?" + s.links.query(j.MP3FID, j.Username, time.Now().Add(s.linkTTL))

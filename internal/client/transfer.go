@@ -33,6 +33,7 @@ type Job struct {
 	Attempts        int32     `json:"attempts"`
 	CreatedAt       time.Time `json:"created_at"`
 	UpdatedAt       time.Time `json:"updated_at"`
+	Progress        *int      `json:"progress,omitempty"` // 0-100 while converting
 	DownloadURL     string    `json:"download_url,omitempty"`
 }
 

@@ -10,6 +10,9 @@ import (
 	"mime/quotedprintable"
 	"net/http"
 	"net/mail"
+	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -36,19 +39,50 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if msg.To[0] != stacktest.AdminEmail || !strings.Contains(msg.subject, "Your MP3 is ready: holiday clip.mp3") {
 		t.Fatalf("mail to %v, subject %q", msg.To, msg.subject)
 	}
-	link := regexp.MustCompile(`https?://\S+/download\?fid=[0-9a-f]{24}`).FindString(msg.text)
-	if link != e.URL+"/download?fid="+fid {
-		t.Fatalf("no download link for %s at %s in:\n%s", fid, e.URL, msg.text)
+	link := regexp.MustCompile(`https?://\S+/download\?\S+`).FindString(msg.text)
+	u, err := url.Parse(link)
+	if err != nil || !strings.HasPrefix(link, e.URL+"/download?") || u.Query().Get("fid") != fid || u.Query().Get("sig") == "" {
+		t.Fatalf("no signed download link for %s at %s in:\n%s", fid, e.URL, msg.text)
 	}
 	if !strings.Contains(msg.html, "<html") && !strings.Contains(msg.html, "<p") {
 		t.Fatalf("no HTML part:\n%s", msg.html)
 	}
 
-	// What the link points at: the MP3, as audio/mpeg.
-	mp3 := e.DownloadMP3(t, e.AdminToken, fid)
+	// The link downloads the MP3 in a plain browser tab: no token, the name of the upload.
+	resp, err := http.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp3 := filepath.Join(t.TempDir(), "from-the-email.mp3")
+	saveBody(t, resp, mp3)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "audio/mpeg" ||
+		!strings.Contains(resp.Header.Get("Content-Disposition"), "holiday clip.mp3") {
+		t.Fatalf("the email's link: %d %v", resp.StatusCode, resp.Header)
+	}
 	codec, duration := stacktest.Probe(t, mp3)
 	if codec != "mp3" || duration < 1.8 || duration > 2.3 {
 		t.Fatalf("downloaded %s of %.2f s, want an MP3 of about 2 s", codec, duration)
+	}
+	// The same link tampered, or moved to another file, is refused.
+	q := u.Query()
+	q.Set("sig", strings.Map(func(r rune) rune {
+		if r == 'A' {
+			return 'B'
+		}
+		return 'A'
+	}, q.Get("sig")))
+	other := u.Query()
+	other.Set("fid", strings.Repeat("0", 24))
+	for _, bad := range []url.Values{q, other} {
+		u.RawQuery = bad.Encode()
+		resp, err := http.Get(u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", u, resp.StatusCode)
+		}
 	}
 
 	job := jobOf(t, e, fid)
@@ -67,6 +101,20 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	if status(err) != http.StatusNotFound {
 		t.Fatalf("stranger's /download: %v, want 404", err)
+	}
+}
+
+// saveBody writes resp's body to path.
+func saveBody(t *testing.T, resp *http.Response, path string) {
+	t.Helper()
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Fatal(err)
 	}
 }
 
