@@ -36,12 +36,20 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 	if d.job, err = d.readJob(claimCtx, oid, up); err != nil {
 		return d.storageError("cannot read the job", err)
 	}
+	// Anyone who reaches convert can post an event: one that does not describe its job as
+	// upload published it (a forger knows at most the id) gets no conversion and no reply,
+	// which would carry the owner's address and file name.
+	if d.job.State != "" && (d.job.Username != up.Username || d.job.Filename != up.Filename ||
+		d.job.ContentType != up.ContentType || d.job.Size != up.Size) {
+		d.log.Warn("event disagrees with its job, dropped")
+		return noReply
+	}
 	if d.job.State != JobUploaded && d.job.State != JobConverting {
 		return d.replay(claimCtx)
 	}
 	now := time.Now().UTC()
 	lease := now.Add(d.lease)
-	n, heldUntil, err := d.claim(claimCtx, oid, d.job.Attempts, now, lease)
+	n, heldUntil, err := d.claim(claimCtx, oid, d.job.Username, d.job.Attempts, now, lease)
 	if err != nil {
 		return d.storageError("cannot claim the job", err)
 	}
@@ -49,6 +57,9 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 		d.log.Info("another delivery is converting this video", "lease_until", heldUntil)
 		return result{status: http.StatusServiceUnavailable, retryAfter: max(time.Second, heldUntil.Sub(now)),
 			message: "this video is being converted, try again later"}
+	}
+	if res, ok := d.fairShare(claimCtx, oid, n, now); !ok {
+		return res
 	}
 	d.job.Attempts = n
 	d.log = d.log.With("attempt", n)
@@ -74,7 +85,7 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 	// attempt that crashed ends within CONVERT_LEASE, so the broker's next
 	// retry takes over instead of waiting out CONVERT_TIMEOUT. The work stops
 	// if the claim cannot be renewed in time, so two claims never overlap.
-	workCtx, cancelWork := context.WithTimeout(ctx, d.timeout)
+	workCtx, cancelWork := context.WithTimeoutCause(ctx, d.timeout, errConvertTimeout)
 	defer cancelWork()
 	stopRenewing := d.renewClaim(workCtx, cancelWork, lease)
 	defer stopRenewing()
@@ -122,7 +133,7 @@ func (d *delivery) renewClaim(ctx context.Context, lost context.CancelFunc, leas
 // claim takes the claim that follows the job's last one (attempt `after`): a live claim means
 // another delivery is converting; an expired one is skipped; the first free number is inserted.
 // It returns the claim's attempt number, or 0 and the end of the live claim of another delivery.
-func (s *state) claim(ctx context.Context, oid bson.ObjectID, after int32, now, lease time.Time) (int32, time.Time, error) {
+func (s *state) claim(ctx context.Context, oid bson.ObjectID, username string, after int32, now, lease time.Time) (int32, time.Time, error) {
 	claims := s.claims()
 	n := after
 	for range 100 {
@@ -140,7 +151,7 @@ func (s *state) claim(ctx context.Context, oid bson.ObjectID, after int32, now, 
 			// Missing (the job finished and its claims were dropped) or over (crashed or gave up).
 		}
 		n++
-		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: claimID(oid, n)}, {Key: "video_fid", Value: oid},
+		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: claimID(oid, n)}, {Key: "video_fid", Value: oid}, {Key: "username", Value: username},
 			{Key: "attempt", Value: n}, {Key: "lease_until", Value: lease}, {Key: "created_at", Value: now}})
 		if err == nil {
 			return n, time.Time{}, nil
@@ -150,6 +161,43 @@ func (s *state) claim(ctx context.Context, oid bson.ObjectID, after int32, now, 
 		}
 	}
 	return 0, now.Add(time.Minute), nil
+}
+
+// fairShare keeps one user's uploads from holding every converter: when CONVERT_PER_USER
+// live claims of the same user came before this one (earlier, or as early with a smaller
+// id, so that of two racing claims one goes on), this claim is withdrawn and the delivery
+// answered 503 with Retry-After: the broker retries it later (the convert Trigger's retries
+// span about two minutes, then the dead letter fails the job), while other users' uploads
+// get the converters. ok is false when the claim was withdrawn (or could not be checked).
+func (d *delivery) fairShare(ctx context.Context, oid bson.ObjectID, attempt int32, now time.Time) (result, bool) {
+	mine := claimID(oid, attempt)
+	cur, err := d.claims().Find(ctx, bson.D{{Key: "username", Value: d.job.Username},
+		{Key: "lease_until", Value: bson.D{{Key: "$gt", Value: now}}}, {Key: "video_fid", Value: bson.D{{Key: "$ne", Value: oid}}}})
+	var others []struct {
+		ID        string    `bson:"_id"`
+		CreatedAt time.Time `bson:"created_at"`
+	}
+	if err == nil {
+		err = cur.All(ctx, &others)
+	}
+	ahead := 0
+	for _, c := range others {
+		if c.CreatedAt.Before(now) || (c.CreatedAt.Equal(now) && c.ID < mine) {
+			ahead++
+		}
+	}
+	if err == nil && ahead < d.perUser {
+		return result{}, true
+	}
+	if _, derr := d.claims().DeleteOne(ctx, bson.D{{Key: "_id", Value: mine}}); derr != nil {
+		d.log.Warn("cannot withdraw the claim; it expires by itself", "err", derr)
+	}
+	if err != nil {
+		return d.storageError("cannot count the user's conversions", err), false
+	}
+	d.log.Info("the user's other conversions hold their share of the converters, asking for a retry", "in_flight", ahead)
+	return result{status: http.StatusServiceUnavailable, retryAfter: d.lease,
+		message: "your other files are being converted, this one follows"}, false
 }
 
 func claimID(oid bson.ObjectID, attempt int32) string {

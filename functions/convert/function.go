@@ -32,6 +32,7 @@ var Settings = []Setting{
 	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
 	{Name: "CONVERT_TIMEOUT", Kind: KindDuration, Default: "10m", Min: "1s", Meaning: "bound of one conversion"},
 	{Name: "CONVERT_LEASE", Kind: KindDuration, Default: "30s", Min: "3s", Meaning: "how long a claim on a job lasts unless renewed (every third of it)"},
+	{Name: "CONVERT_PER_USER", Kind: KindInt, Default: "2", Min: "1", Meaning: "conversions of one user at once; more wait for the broker's retries (503 with Retry-After)"},
 	{Name: "MAX_DURATION", Kind: KindDuration, Default: "4h", Min: "1s", Meaning: "longest input accepted"},
 	{Name: "MP3_QUALITY", Kind: KindInt, Default: "2", Min: "0", Max: "9", Meaning: "ffmpeg's LAME -q:a, 0 (best) to 9; MP3 audio is copied, not re-encoded"},
 	{Name: "KEEP_VIDEOS", Kind: KindBool, Default: "false", Meaning: "keep the uploaded video after a successful conversion"},
@@ -57,6 +58,7 @@ type state struct {
 	prefix      string
 	timeout     time.Duration // bound of one conversion (CONVERT_TIMEOUT)
 	lease       time.Duration // how long a claim lasts unless renewed (CONVERT_LEASE)
+	perUser     int           // one user's conversions at once (CONVERT_PER_USER)
 	quality     int
 	maxDuration time.Duration
 	keepVideos  bool
@@ -127,6 +129,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		prefix:        set.text("MONGODB_DB_PREFIX"),
 		timeout:       set.duration("CONVERT_TIMEOUT"),
 		lease:         set.duration("CONVERT_LEASE"),
+		perUser:       int(set.int("CONVERT_PER_USER")),
 		maxDuration:   set.duration("MAX_DURATION"),
 		quality:       int(set.int("MP3_QUALITY")),
 		keepVideos:    set.bool("KEEP_VIDEOS"),

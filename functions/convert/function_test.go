@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -768,22 +769,36 @@ func TestTransientFFmpegFailures(t *testing.T) {
 	fid := up["video_fid"].(string)
 	check(e.deliver(noFFmpeg.URL, up), fid, "the converter (ffmpeg) is not available here")
 
-	// ffmpeg killed by CONVERT_TIMEOUT (a stand-in that never finishes). The claim was released:
-	// the next delivery, with a working ffmpeg, claims attempt 2 at once.
-	slow := filepath.Join(t.TempDir(), "ffmpeg")
-	if err := os.WriteFile(slow, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	_, hung := e.start(map[string]string{"FFMPEG_PATH": slow, "CONVERT_TIMEOUT": "1s"}, nil)
-	up2 := e.seed(media["mp4"], "b.mp4", "video/mp4")
-	fid2 := up2["video_fid"].(string)
-	check(e.deliver(hung.URL, up2), fid2, "try again")
-
+	// The claim was released: the next delivery, with a working ffmpeg, claims attempt 2 at once.
 	_, srv := e.start(nil, nil)
-	checkReply(t, e.deliver(srv.URL, up2), typeConverted, fid2)
-	if j := e.job(fid2); j["state"] != "done" || j["attempts"] != int32(2) {
+	checkReply(t, e.deliver(srv.URL, up), typeConverted, fid)
+	if j := e.job(fid); j["state"] != "done" || j["attempts"] != int32(2) {
 		t.Errorf("job %v, want done at attempt 2", j)
 	}
+}
+
+// A conversion that runs into CONVERT_TIMEOUT fails for good, with a reason: a retry would
+// run into it again, holding one of the few converters each time. The input is two hours of
+// FLAC silence (small, slow to encode) under a one-second CONVERT_TIMEOUT.
+func TestConvertTimeoutIsPermanent(t *testing.T) {
+	e := newEnv(t)
+	long := filepath.Join(t.TempDir(), "silence.flac")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+		"-i", "anullsrc=r=8000:cl=mono", "-t", "7200", "-c:a", "flac", "-frame_size", "65535", long).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	_, srv := e.start(map[string]string{"CONVERT_TIMEOUT": "1s"}, nil)
+	up := e.seed(long, "night.flac", "audio/flac")
+	fid := up["video_fid"].(string)
+	data := checkReply(t, e.deliver(srv.URL, up), typeFailed, fid)
+	const reason = "the conversion took longer than 1s: the file is too long or too complex"
+	if data["reason"] != reason {
+		t.Errorf("reason %v, want %q", data["reason"], reason)
+	}
+	if j := e.job(fid); j["state"] != "failed" || j["reason"] != reason || j["attempts"] != int32(1) {
+		t.Errorf("job %v, want failed after 1 attempt", j)
+	}
+	e.assertTempEmpty()
 }
 
 // proxy forwards TCP to MongoDB and can go down, closing every connection.
@@ -1163,6 +1178,195 @@ func TestStartRemovesDeadStagingDirs(t *testing.T) {
 		if _, err := os.Stat(d); err != nil {
 			t.Errorf("%s removed: %v", d, err)
 		}
+	}
+}
+
+// Anyone who reaches convert can post a video.uploaded naming someone else's job by its id:
+// the event does not describe the job (owner, file name, type, size), so convert neither
+// converts nor replies (the reply would carry the owner's address and file name).
+func TestForgedEventGetsNothing(t *testing.T) {
+	e := newEnv(t)
+	_, srv := e.start(nil, nil)
+	up := e.seed(media["mp3"], "song.mp3", "audio/mpeg")
+	fid := up["video_fid"].(string)
+	forged := map[string]any{"video_fid": fid, "username": "mallory@example.net", "filename": "x.mp4",
+		"content_type": "video/mp4", "size": 1}
+	if a := e.deliver(srv.URL, forged); a.status != http.StatusOK || a.reply != nil || len(a.body) != 0 {
+		t.Errorf("forged event: answer %d %s %v", a.status, a.body, a.reply)
+	}
+	if j := e.job(fid); j["state"] != "uploaded" || j["attempts"] != int32(0) {
+		t.Errorf("a forged event moved the job: %v", j)
+	}
+	// The real event converts; a forged one for the done job still learns nothing.
+	checkReply(t, e.deliver(srv.URL, up), typeConverted, fid)
+	if a := e.deliver(srv.URL, forged); a.status != http.StatusOK || a.reply != nil || len(a.body) != 0 {
+		t.Errorf("forged event for a done job: answer %d %s %v", a.status, a.body, a.reply)
+	}
+	e.assertTempEmpty()
+}
+
+// Hostile inputs: lists and playlists that reference other files are not read (the HLS
+// playlist names a media file on the converter's own disk, the concat list names itself),
+// a container that claims one second but holds twenty is caught by its output, and the
+// input's metadata does not reach the MP3.
+func TestHostileMedia(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var ffmpegArgs [][]string
+	_, srv := e.start(map[string]string{"MAX_DURATION": "5s", "CONVERT_TIMEOUT": "30s"}, func(f *Function) {
+		f.onFFmpeg = func(a []string) { mu.Lock(); ffmpegArgs = append(ffmpegArgs, a); mu.Unlock() }
+	})
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// A text file with one binary byte: upload's old sniffing let it through.
+	hls := write("list.m3u8", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n"+media["mp3"]+"\n#EXT-X-ENDLIST\n\x01"))
+	concat := write("list.txt", []byte("ffconcat version 1.0\nfile input\nfile input\n"))
+
+	// Matroska whose segment claims 1 s (Duration, a float in ms) over 20 s of audio.
+	long := filepath.Join(dir, "long.mkv")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=20",
+		"-c:a", "aac", long).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	mkv, err := os.ReadFile(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(mkv, []byte{0x44, 0x89, 0x88})
+	if i < 0 {
+		t.Fatal("no 8-byte Duration element in the Matroska file")
+	}
+	binary.BigEndian.PutUint64(mkv[i+3:], math.Float64bits(1000))
+	liar := write("liar.mkv", mkv)
+	if _, d := probeFile(t, liar); d != 1 {
+		t.Fatalf("the doctored file claims %.3f s, want 1", d)
+	}
+
+	for _, c := range []struct{ name, file, reason string }{
+		{"hls playlist of a local file", hls, "this file is not a video or audio file we can read"},
+		{"self-referencing concat list", concat, "this file is not a video or audio file we can read"},
+		{"container claims 1s, holds 20s", liar, "the video is longer than 5s"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			up := e.seed(c.file, "clip.mp4", "video/mp4")
+			fid := up["video_fid"].(string)
+			data := checkReply(t, e.deliver(srv.URL, up), typeFailed, fid)
+			if data["reason"] != c.reason {
+				t.Errorf("reason %v, want %q", data["reason"], c.reason)
+			}
+			if n := e.count(e.mp3s(), "fs.files", nil); n != 0 {
+				t.Errorf("%d MP3s stored", n)
+			}
+		})
+	}
+	mu.Lock()
+	if len(ffmpegArgs) != 1 {
+		t.Fatalf("ffmpeg ran %d times, want once (for the doctored Matroska)", len(ffmpegArgs))
+	}
+	joined := strings.Join(ffmpegArgs[0], " ")
+	mu.Unlock()
+	for _, want := range []string{"-protocol_whitelist file", "-format_whitelist ", "-f matroska", "-t 6.000", "-fs ", "-map_metadata -1"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("ffmpeg args %q lack %q", joined, want)
+		}
+	}
+
+	// Metadata: none of the input's tags reach the MP3.
+	tagged := filepath.Join(dir, "tagged.mp4")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=2",
+		"-metadata", "title=<script>x</script>", "-metadata", "comment=/home/someone/secret", "-c:a", "aac", tagged).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	up := e.seed(tagged, "tagged.mp4", "video/mp4")
+	checkReply(t, e.deliver(srv.URL, up), typeConverted, up["video_fid"].(string))
+	name, _ := e.storedMP3(up["video_fid"].(string))
+	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format_tags:stream_tags", name).CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(out, []byte("script")) || bytes.Contains(out, []byte("secret")) {
+		t.Errorf("the MP3 carries the input's tags:\n%s", out)
+	}
+	e.assertTempEmpty()
+}
+
+// ffprobe and ffmpeg run with bounds on memory, open files and CPU time.
+func TestToolsRunLimited(t *testing.T) {
+	lim := toolLimits{memory: 512 << 20, files: 32, cpuSeconds: 7}
+	cmd := exec.Command("sleep", "60")
+	if err := startLimited(cmd, lim); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`Max cpu time\s+7\s+7\s`,
+		`Max open files\s+32\s+32\s`,
+		`Max address space\s+536870912\s+536870912\s`,
+	} {
+		if !regexp.MustCompile(want).Match(b) {
+			t.Errorf("limits lack %q:\n%s", want, b)
+		}
+	}
+}
+
+// One user's uploads cannot hold every converter: with CONVERT_PER_USER 1, a second
+// conversion of the same user while the first runs is refused (503, Retry-After) before any
+// work and leaves no claim; another user's goes on; the refused one converts once the
+// first is done.
+func TestOneUserCannotHoldAllConverters(t *testing.T) {
+	e := newEnv(t)
+	inFFmpeg, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	_, srv := e.start(map[string]string{"CONVERT_PER_USER": "1"}, func(f *Function) {
+		f.onFFmpeg = func([]string) {
+			if first.CompareAndSwap(false, true) {
+				close(inFFmpeg)
+				<-release
+			}
+		}
+	})
+	one := e.seed(media["mp3"], "one.mp3", "audio/mpeg")
+	second := e.seed(media["mp3"], "two.mp3", "audio/mpeg")
+	other := e.seed(media["mp3"], "bob.mp3", "audio/mpeg")
+	if _, err := e.videos().Collection("jobs").UpdateOne(context.Background(), bson.D{{Key: "_id", Value: oid(t, other["video_fid"].(string))}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "username", Value: "bob@example.com"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	other["username"] = "bob@example.com"
+
+	done := make(chan answer, 1)
+	go func() { done <- e.deliver(srv.URL, one) }()
+	<-inFFmpeg // the first conversion holds ada's one converter
+
+	// (deliver, not e.deliver: the first conversion's temp dir is there while it runs)
+	a := deliver(t, srv.URL, uploadedEvent(second["video_fid"].(string), second), false)
+	if a.status != http.StatusServiceUnavailable || a.reply != nil || a.header.Get("Retry-After") == "" {
+		t.Errorf("second conversion of the same user: %d %s %v, want 503 with Retry-After", a.status, a.body, a.header)
+	}
+	fid2 := second["video_fid"].(string)
+	if j := e.job(fid2); j["state"] != "uploaded" || j["attempts"] != int32(0) {
+		t.Errorf("refused job %v, want untouched", j)
+	}
+	if n := e.count(e.videos(), "convert_claims", bson.D{{Key: "video_fid", Value: oid(t, fid2)}}); n != 0 {
+		t.Errorf("the refused delivery left %d claims", n)
+	}
+	checkReply(t, deliver(t, srv.URL, uploadedEvent(other["video_fid"].(string), other), false), typeConverted, other["video_fid"].(string))
+
+	close(release)
+	checkReply(t, <-done, typeConverted, one["video_fid"].(string))
+	checkReply(t, e.deliver(srv.URL, second), typeConverted, fid2)
+	if j := e.job(fid2); j["attempts"] != int32(1) {
+		t.Errorf("job %v, want done at attempt 1", j)
 	}
 }
 

@@ -22,6 +22,8 @@ type job struct {
 	ID              bson.ObjectID `bson:"_id"`
 	Username        string        `bson:"username"`
 	Filename        string        `bson:"filename"`
+	ContentType     string        `bson:"content_type"`
+	Size            int64         `bson:"size"`
 	State           JobState      `bson:"state"`
 	Reason          string        `bson:"reason"`
 	DurationSeconds float64       `bson:"duration_seconds"`

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,9 +18,40 @@ import (
 
 // mediaInfo is what the conversion needs to know about a file.
 type mediaInfo struct {
+	format     string        // the demuxer ffprobe chose, one of allowedFormats
 	audioCodec string        // codec of the first audio stream, "" when there is none
-	duration   time.Duration // 0 when unknown
+	duration   time.Duration // 0 when unknown; the container's claim, not a bound
 	picture    bool          // a still image (PNG, JPEG, GIF...), not a video
+}
+
+// allowedFormats are the demuxers ffprobe and ffmpeg may use: containers that hold their
+// media in the one file they read. Demuxers that open other files or URLs (hls, dash,
+// concat, sdp, rtsp, image2 sequences, mov's drefs are off by default) are not on it, so a
+// playlist or list cannot pull the converter's own files into an MP3 or recurse into
+// itself. The still-image pipes are on it so that a picture gets its own clear reason.
+var allowedFormats = strings.Join([]string{
+	"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv",
+	"ogg", "wav", "w64", "mp3", "flac", "asf", "aac", "ac3", "eac3", "aiff", "caf", "amr", "wv", "ape",
+	"png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif",
+}, ",")
+
+// inputOptions restrict a tool to the one local file and the allowed demuxers.
+func inputOptions() []string {
+	return []string{"-protocol_whitelist", "file", "-format_whitelist", allowedFormats}
+}
+
+// toolLimits bound what one ffprobe or ffmpeg process may take (startLimited).
+type toolLimits struct {
+	memory     uint64 // address space, bytes
+	files      uint64 // open file descriptors
+	cpuSeconds uint64
+}
+
+// limits are the bounds of ffprobe and ffmpeg: the pod has 1 GiB, convert itself a little;
+// the tool reads one file and writes one (plus its libraries and a few pipes); CPU time is
+// CONVERT_TIMEOUT on every core of a small node, a backstop behind the timeout itself.
+func (s *state) limits() toolLimits {
+	return toolLimits{memory: 768 << 20, files: 64, cpuSeconds: uint64(4*s.timeout.Seconds()) + 1}
 }
 
 // probeError: ffprobe ran and could not read the file (a permanent failure).
@@ -41,10 +73,15 @@ func (e *ffmpegError) Error() string {
 // (ffprobe missing, killed by the deadline).
 func (s *state) probe(ctx context.Context, name string) (mediaInfo, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, s.ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
+	args := append(inputOptions(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
+	cmd := exec.CommandContext(ctx, s.ffprobe, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
-	if err := cmd.Run(); err != nil {
+	err := startLimited(cmd, s.limits())
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		var exitErr *exec.ExitError
 		if ctx.Err() == nil && errors.As(err, &exitErr) && exitErr.Exited() {
 			return mediaInfo{}, &probeError{stderr: stderr.String()}
@@ -65,7 +102,12 @@ func (s *state) probe(ctx context.Context, name string) (mediaInfo, error) {
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 		return mediaInfo{}, &probeError{stderr: "unreadable ffprobe output: " + err.Error()}
 	}
-	info := mediaInfo{duration: seconds(out.Format.Duration), picture: isPictureFormat(out.Format.FormatName)}
+	// FormatName lists the demuxer's names ("mov,mp4,m4a,..."): the first names it for -f.
+	format, _, _ := strings.Cut(out.Format.FormatName, ",")
+	if !slices.Contains(strings.Split(allowedFormats, ","), format) {
+		return mediaInfo{}, &probeError{stderr: "format " + out.Format.FormatName + " is not allowed"}
+	}
+	info := mediaInfo{format: format, duration: seconds(out.Format.Duration), picture: isPictureFormat(out.Format.FormatName)}
 	for _, s := range out.Streams {
 		if s.CodecType != "audio" {
 			continue
@@ -87,19 +129,25 @@ func isPictureFormat(name string) bool {
 	return strings.HasSuffix(name, "_pipe") || name == "image2" || name == "gif"
 }
 
-// runFFmpeg extracts the first audio stream of in into the MP3 out: copied when it is
-// already MP3, encoded with LAME otherwise. Other errors than *ffmpegError are transient.
-// ffmpeg's progress lines go to progress.
-func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool, progress io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+// runFFmpeg extracts the first audio stream of in, read with the demuxer the probe chose,
+// into the MP3 out: copied when it is already MP3, encoded with LAME otherwise. Nothing but
+// the audio is copied (no metadata, chapters or other streams), and the output stops at
+// maxOutput whatever the input claims, and at the bytes that much audio takes.
+// Other errors than *ffmpegError are transient. ffmpeg's progress lines go to progress.
+func (s *state) runFFmpeg(ctx context.Context, in mediaInput, out string, copyAudio bool, progress io.Writer) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, s.timeout, errConvertTimeout)
 	defer cancel()
-	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y", "-i", in, "-map", "0:a:0", "-vn"}
+	args := append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y"}, inputOptions()...)
+	args = append(args, "-f", in.format, "-i", in.name, "-map", "0:a:0", "-vn", "-sn", "-dn",
+		"-map_metadata", "-1", "-map_chapters", "-1")
 	if copyAudio {
 		args = append(args, "-c:a", "copy")
 	} else {
 		args = append(args, "-c:a", "libmp3lame", "-q:a", strconv.Itoa(s.quality))
 	}
-	args = append(args, out)
+	limit := s.maxOutput()
+	args = append(args, "-t", strconv.FormatFloat(limit.Seconds(), 'f', 3, 64),
+		"-fs", strconv.FormatInt(maxMP3Bytes(limit), 10), out)
 	if s.onFFmpeg != nil {
 		s.onFFmpeg(args)
 	}
@@ -107,7 +155,10 @@ func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool, p
 	cmd := exec.CommandContext(ctx, s.ffmpeg, args...)
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
 	cmd.Stdout = progress
-	err := cmd.Run()
+	err := startLimited(cmd, s.limits())
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if err == nil {
 		return nil
 	}
@@ -120,6 +171,19 @@ func (s *state) runFFmpeg(ctx context.Context, in, out string, copyAudio bool, p
 	}
 	return fmt.Errorf("ffmpeg: %w", err)
 }
+
+// mediaInput is a staged input file and the demuxer its probe chose.
+type mediaInput struct{ name, format string }
+
+// errConvertTimeout is the cause of a conversion's end at CONVERT_TIMEOUT.
+var errConvertTimeout = errors.New("CONVERT_TIMEOUT reached")
+
+// maxOutput is how much audio ffmpeg writes at most: MAX_DURATION and a second, so that an
+// input longer than MAX_DURATION is recognised by its output, whatever its container claims.
+func (s *state) maxOutput() time.Duration { return s.maxDuration + time.Second }
+
+// maxMP3Bytes bounds the MP3 of d: 320 kb/s, MP3's highest standard rate, and 1 MiB of headers.
+func maxMP3Bytes(d time.Duration) int64 { return int64(d.Seconds()*320_000/8) + 1<<20 }
 
 // seconds parses ffprobe's decimal seconds ("N/A" and "" give 0).
 func seconds(s string) time.Duration {

@@ -47,7 +47,7 @@ func (d *delivery) convert(ctx context.Context) result {
 		if errors.Is(err, mongo.ErrFileNotFound) {
 			return d.fail(ctx, "the uploaded file is missing", err.Error())
 		}
-		return d.retry(ctx, "cannot read the video, try again", err)
+		return d.interrupted(ctx, "cannot read the video, try again", err)
 	}
 
 	info, err := d.probe(ctx, in)
@@ -60,7 +60,7 @@ func (d *delivery) convert(ctx context.Context) result {
 			}
 			return d.fail(ctx, reason, pe.Error())
 		}
-		return d.retry(ctx, toolMessage(err, "cannot inspect the video, try again"), err)
+		return d.interrupted(ctx, toolMessage(err, "cannot inspect the video, try again"), err)
 	}
 	if info.audioCodec == "" && info.picture {
 		return d.fail(ctx, "this file is a picture, not a video with sound", "ffprobe read a still image")
@@ -68,33 +68,37 @@ func (d *delivery) convert(ctx context.Context) result {
 	if info.audioCodec == "" {
 		return d.fail(ctx, "the video has no audio track", "ffprobe found no audio stream")
 	}
+	tooLong := "the video is longer than " + d.maxDuration.String()
 	if info.duration > d.maxDuration {
-		return d.fail(ctx, "the video is longer than "+d.maxDuration.String(),
-			"duration "+info.duration.String())
+		return d.fail(ctx, tooLong, "duration "+info.duration.String())
 	}
 
 	out := filepath.Join(dir, "audio.mp3")
 	copyAudio := info.audioCodec == "mp3"
 	prog := d.trackProgress(ctx, info.duration, d.progressEvery)
-	err = d.runFFmpeg(ctx, in, out, copyAudio, prog)
+	err = d.runFFmpeg(ctx, mediaInput{name: in, format: info.format}, out, copyAudio, prog)
 	prog.stop()
 	if err != nil {
 		var fe *ffmpegError
 		if errors.As(err, &fe) {
 			return d.fail(ctx, "the audio track could not be converted: the file may be damaged", fe.Error())
 		}
-		return d.retry(ctx, toolMessage(err, "the conversion did not finish, try again"), err)
+		return d.interrupted(ctx, toolMessage(err, "the conversion did not finish, try again"), err)
 	}
 	outInfo, err := d.probe(ctx, out)
 	if err != nil {
 		var pe *probeError
 		if !errors.As(err, &pe) {
-			return d.retry(ctx, toolMessage(err, "cannot inspect the MP3, try again"), err)
+			return d.interrupted(ctx, toolMessage(err, "cannot inspect the MP3, try again"), err)
 		}
 		outInfo = mediaInfo{}
 	}
 	if outInfo.duration <= 0 {
 		return d.fail(ctx, "the file is damaged: no audio could be decoded", "the MP3 has no duration")
+	}
+	// The container claimed less than it holds: ffmpeg stopped at maxOutput.
+	if outInfo.duration > d.maxDuration {
+		return d.fail(ctx, tooLong, "the input claimed "+info.duration.String()+" and held more")
 	}
 	seconds := math.Round(outInfo.duration.Seconds()*1000) / 1000
 	d.log.Info("converted", "copied", copyAudio, "input_codec", info.audioCodec, "duration_seconds", seconds)
@@ -110,4 +114,14 @@ func (d *delivery) convert(ctx context.Context) result {
 		return d.retryDroppingPartialMP3(ctx, fmt.Errorf("store the MP3: %w", err))
 	}
 	return d.finish(ctx, stored)
+}
+
+// interrupted answers a step that did not finish. When CONVERT_TIMEOUT ran out the failure
+// is permanent: a retry would run into it again, holding a converter each time.
+func (d *delivery) interrupted(ctx context.Context, message string, err error) result {
+	if errors.Is(context.Cause(ctx), errConvertTimeout) {
+		return d.fail(ctx, "the conversion took longer than "+d.timeout.String()+": the file is too long or too complex",
+			err.Error())
+	}
+	return d.retry(ctx, message, err)
 }

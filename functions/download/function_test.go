@@ -210,6 +210,9 @@ func TestDownloadFullBodyAndHead(t *testing.T) {
 	if h.Get("Cache-Control") != "private" {
 		t.Errorf("Cache-Control %q", h.Get("Cache-Control"))
 	}
+	if h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("X-Content-Type-Options %q, want nosniff: a browser must not sniff an MP3 into HTML", h.Get("X-Content-Type-Options"))
+	}
 
 	head, body := e.get(t, http.MethodHead, alice, "/download?fid="+fid.Hex())
 	if head.StatusCode != http.StatusOK || len(body) != 0 || head.Header.Get("Content-Length") != strconv.Itoa(len(data)) ||

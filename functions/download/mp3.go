@@ -165,6 +165,7 @@ func (s *state) serveMP3(w http.ResponseWriter, r *http.Request, fid bson.Object
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
 	}
 	h.Set("Content-Type", mp3MediaType)
+	h.Set("X-Content-Type-Options", "nosniff") // the bytes are an upload's: never read them as anything but audio
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	h.Set("Content-Disposition", disposition)
 	w.WriteHeader(status)

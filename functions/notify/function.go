@@ -3,7 +3,7 @@
 // video.uploaded events, so that no job stays converting forever.
 //
 // This file holds the lifecycle and the event's path; events.go reads the events,
-// deadletter.go fails the job of a dead-lettered upload, claim.go makes each email go out
+// job.go reads the job the event names (and fails the job of a dead-lettered upload), claim.go makes each email go out
 // once, mail.go writes it and smtp.go sends it.
 package function
 
@@ -57,7 +57,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	}
 	log := f.log.With("event_id", e.ID(), "event_type", e.Type(), "event_subject", e.Subject())
 
+	// The event only names the job: recipient, file name and outcome come from the job.
 	var n notice
+	var ok bool
+	var err error
 	switch e.Type() {
 	case typeConverted:
 		var d convertedData
@@ -65,15 +68,14 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 			log.Error("event data does not match the mp3.converted schema, dropped", "err", err)
 			return nil, nil
 		}
-		n = notice{kind: kindReady, videoFID: d.VideoFID, to: d.Username, name: d.Filename,
-			mp3FID: d.MP3FID, duration: d.DurationSeconds}
+		n, ok, err = rt.outcome(ctx, log, d.VideoFID, JobDone)
 	case typeFailed:
 		var d failedData
 		if err := decode(e, &d); err != nil {
 			log.Error("event data does not match the conversion.failed schema, dropped", "err", err)
 			return nil, nil
 		}
-		n = notice{kind: kindFailed, videoFID: d.VideoFID, to: d.Username, name: d.Filename, reason: d.Reason}
+		n, ok, err = rt.outcome(ctx, log, d.VideoFID, JobFailed)
 	case typeUploaded:
 		// Only the broker's dead-letter sink routes video.uploaded here.
 		ext := e.Extensions()
@@ -84,16 +86,15 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 			log.Error("event data does not match the video.uploaded schema, dropped", "err", err)
 			return nil, nil
 		}
-		var ok bool
-		var err error
-		if n, ok, err = rt.deadLetter(ctx, log, d); err != nil {
-			log.Error("storage unavailable", "err", err)
-			return nil, cehttp.NewResult(503, "storage unavailable, try again")
-		} else if !ok {
-			return nil, nil
-		}
+		n, ok, err = rt.deadLetter(ctx, log, d)
 	default:
 		log.Warn("unexpected event type, dropped")
+		return nil, nil
+	}
+	if err != nil {
+		log.Error("storage unavailable", "err", err)
+		return nil, cehttp.NewResult(503, "storage unavailable, try again")
+	} else if !ok {
 		return nil, nil
 	}
 	return nil, rt.notify(ctx, log.With("video_fid", n.videoFID, "kind", n.kind), n)

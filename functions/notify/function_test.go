@@ -596,7 +596,8 @@ func contains(t *testing.T, what, s string, subs ...string) {
 
 func TestConvertedSendsReadyMail(t *testing.T) {
 	s, e := withSMTP(t, &smtpServer{})
-	fid := e.seedJob("done", "", nil)
+	// The name comes from the job (the video's base name + .mp3), not from the event.
+	fid := e.seedJob("done", "", bson.M{"filename": `holiday <b>&"live".mp4`})
 	name := `holiday <b>&"live".mp3`
 
 	wantStatus(t, e.post(converted(t, fid, name)), 200, "converted")
@@ -789,7 +790,8 @@ func TestPermanentRejectionIsNotRetried(t *testing.T) {
 func TestUnmailableUsernameIsRecorded(t *testing.T) {
 	dir := t.TempDir()
 	e := newEnv(t, map[string]string{"MAIL_DIR": dir})
-	fid := e.seedJob("failed", "the file has no audio track", nil)
+	// The recipient is the job's username (the event's is not read).
+	fid := e.seedJob("failed", "the file has no audio track", bson.M{"username": "not an address"})
 	ev := newEvent(t, typeFailed, fid, map[string]any{"video_fid": fid, "username": "not an address",
 		"filename": "holiday.mp4", "reason": "the file has no audio track"})
 	wantStatus(t, e.post(ev), 200, "username that is no address")
@@ -1045,5 +1047,69 @@ func TestTwoReplicasSendOnce(t *testing.T) {
 	}
 	if n := len(s.messages()); n != 5 {
 		t.Errorf("%d messages for 5 jobs, want 5", n)
+	}
+}
+
+// An attacker who reaches the broker posts a mp3.converted naming itself as recipient for
+// someone else's finished job: notify mails the job's owner, not the attacker, with the job's
+// file name, and the owner's mail is not suppressed.
+func TestForgedConvertedMailsOnlyTheOwner(t *testing.T) {
+	s, e := withSMTP(t, &smtpServer{})
+	fid := e.seedJob("done", "", nil)
+	forged := newEvent(t, typeConverted, fid, map[string]any{"video_fid": fid, "mp3_fid": fid,
+		"username": "mallory@example.net", "filename": "click http://evil.example.mp3", "size": 1, "duration_seconds": 1})
+
+	wantStatus(t, e.post(forged), 200, "forged converted")
+	rcv, m := one(t, s)
+	if len(rcv.to) != 1 || rcv.to[0] != testUser {
+		t.Errorf("mail went to %v, want only the job's owner %s", rcv.to, testUser)
+	}
+	if m.subject != "Your MP3 is ready: holiday.mp3" || strings.Contains(m.text, "evil") {
+		t.Errorf("the mail carries the forged file name: %q", m.subject)
+	}
+	e.notified(fid)
+}
+
+// An event whose outcome the job does not bear out is dropped: a forged mp3.converted for a
+// job still converting, or a forged conversion.failed for a finished one, sends nothing and
+// leaves the owner's real notification to come.
+func TestEventDisagreeingWithJobIsDropped(t *testing.T) {
+	s, e := withSMTP(t, &smtpServer{})
+	converting := e.seedJob("converting", "", bson.M{"lease_until": time.Now().Add(time.Hour).UTC()})
+	done := e.seedJob("done", "", nil)
+
+	wantStatus(t, e.post(converted(t, converting, "holiday.mp3")), 200, "converted for a converting job")
+	wantStatus(t, e.post(failed(t, done, "forged reason")), 200, "failed for a done job")
+	if got := s.messages(); len(got) != 0 {
+		t.Fatalf("%d mails sent for events the jobs disagree with", len(got))
+	}
+	e.claimReleased(converting)
+	e.claimReleased(done)
+	if j := e.job(done); j["state"] != "done" {
+		t.Errorf("done job changed to %v", j["state"])
+	}
+	// The real event still gets its mail through.
+	wantStatus(t, e.post(converted(t, done, "holiday.mp3")), 200, "real converted")
+	one(t, s)
+}
+
+// A forged video.uploaded posted to notify as a dead letter, for someone's waiting job, by
+// an attacker who knows the id but not the job (owner, file name, size): the job keeps
+// waiting and nobody is mailed.
+func TestForgedDeadLetterCannotFailAWaitingJob(t *testing.T) {
+	s, e := withSMTP(t, &smtpServer{})
+	for _, state := range []string{"uploaded", "converting"} {
+		fid := e.seedJob(state, "", nil)
+		forged := newEvent(t, typeUploaded, fid, map[string]any{"video_fid": fid, "username": "mallory@example.net",
+			"filename": "x.mp4", "content_type": "video/mp4", "size": 1})
+		forged.SetExtension("knativeerrorcode", "500")
+		wantStatus(t, e.post(forged), 200, "forged dead letter")
+		if j := e.job(fid); j["state"] != state || j["reason"] != "" {
+			t.Errorf("%s job forged into state %v reason %v", state, j["state"], j["reason"])
+		}
+		e.claimReleased(fid)
+	}
+	if got := s.messages(); len(got) != 0 {
+		t.Fatalf("%d mails sent for forged dead letters", len(got))
 	}
 }

@@ -29,7 +29,8 @@ var Settings = []Setting{
 	{Name: "PUBLIC_URL", Kind: KindURL, Meaning: "base of status_url; unset gives a relative /jobs/<fid>"},
 	{Name: "MAX_UPLOAD_BYTES", Kind: KindInt, Default: "2147483648", Min: "1", Meaning: "largest upload accepted (2 GiB)"},
 	{Name: "UPLOAD_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "time an identified caller gets to send the body"},
-	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest); more get 503 with Retry-After"},
+	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest), one user at most half of them; more get 503 with Retry-After"},
+	{Name: "UPLOAD_IDLE_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "an upload that sends no byte for this long is ended with 408"},
 }
 
 // Function is the upload function. Its zero value is not usable: call New, then Start.
@@ -48,7 +49,8 @@ type state struct {
 	publicURL string
 	maxBytes  int64
 	timeout   time.Duration
-	slots     chan struct{} // one per upload being stored (UPLOAD_CONCURRENCY)
+	idle      time.Duration // UPLOAD_IDLE_TIMEOUT
+	slots     *slots        // one per upload being stored (UPLOAD_CONCURRENCY), half of them per user
 }
 
 // New returns an upload function that answers 503 until Start has run.
@@ -79,14 +81,13 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("upload larger than %d bytes", s.maxBytes))
 		return
 	}
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
+	release, ok := s.slots.take(who.Username)
+	if !ok {
 		w.Header().Set("Retry-After", "5")
 		refuse(w, http.StatusServiceUnavailable, "too many uploads at once, try again in a few seconds")
 		return
 	}
+	defer release()
 	// func-go's server cuts requests after 30 s; a big upload legitimately takes
 	// longer, so an identified caller gets UPLOAD_TIMEOUT to send the body, and
 	// a minute more to hear the answer (also when the body was cut off).
@@ -98,7 +99,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	if err := rc.SetWriteDeadline(deadline.Add(time.Minute)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		f.log.Warn("cannot extend write deadline", "err", err)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.maxBytes)
+	r.Body = http.MaxBytesReader(w, &idleBody{ReadCloser: r.Body, rc: rc, idle: s.idle, end: deadline}, s.maxBytes)
 
 	src, herr := openSource(r)
 	if herr != nil {
@@ -158,9 +159,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		publicURL: set.text("PUBLIC_URL"),
 		// The driver's upload stream buffers 16 MiB and more per upload: bound
 		// how many are stored at once so memory is bounded too.
-		slots:    make(chan struct{}, set.int("UPLOAD_CONCURRENCY")),
+		slots:    newSlots(int(set.int("UPLOAD_CONCURRENCY"))),
 		maxBytes: set.int("MAX_UPLOAD_BYTES"),
 		timeout:  set.duration("UPLOAD_TIMEOUT"),
+		idle:     set.duration("UPLOAD_IDLE_TIMEOUT"),
 	}
 	if old := f.lc.start(s); old != nil {
 		_ = old.mongo.Disconnect(ctx)

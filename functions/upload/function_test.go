@@ -35,6 +35,8 @@ import (
 const (
 	aliceToken = "alice-token"
 	alice      = "alice@example.com"
+	bobToken   = "bob-token"
+	bob        = "bob@example.com"
 	mib        = 1 << 20
 )
 
@@ -116,7 +118,8 @@ func newValidateStub(t testing.TB) *validateStub {
 	v := &validateStub{}
 	v.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.calls.Add(1)
-		if r.Header.Get("Authorization") != "Bearer "+aliceToken {
+		user := map[string]string{"Bearer " + aliceToken: alice, "Bearer " + bobToken: bob}[r.Header.Get("Authorization")]
+		if user == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
@@ -126,7 +129,7 @@ func newValidateStub(t testing.TB) *validateStub {
 		now := time.Now().Unix()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
-			"username": alice, "admin": false, "sub": "1", "iss": "mp3converter", "aud": []string{"mp3converter"},
+			"username": user, "admin": false, "sub": "1", "iss": "mp3converter", "aud": []string{"mp3converter"},
 			"iat": now, "nbf": now, "exp": now + 3600, "jti": "0123456789abcdef0123456789abcdef",
 		})
 	}))
@@ -509,6 +512,11 @@ func TestUploadRejectsAndLeavesNothing(t *testing.T) {
 		{"415 raw text content type", raw("text/plain", media), http.StatusUnsupportedMediaType, ""},
 		{"415 raw without content type", raw("", media), http.StatusUnsupportedMediaType, ""},
 		{"415 HTML declared video", raw("video/mp4", []byte("<!DOCTYPE html><html><body>hi</body></html>")), http.StatusUnsupportedMediaType, ""},
+		// A playlist naming a file on the converter's disk, with one binary byte so that
+		// "not text" sniffing took it for media.
+		{"415 text with a binary byte", raw("video/mp4", []byte("#EXTM3U\n#EXTINF:3,\n/etc/secret.mp3\n#EXT-X-ENDLIST\n\x01")), http.StatusUnsupportedMediaType, ""},
+		{"415 concat list part", multi(formPart{field: "f", filename: "a.mp4", contentType: "video/mp4", data: []byte("ffconcat version 1.0\nfile input\n\x00")}), http.StatusUnsupportedMediaType, ""},
+		{"415 unknown binary", raw("application/octet-stream", []byte{0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09}), http.StatusUnsupportedMediaType, ""},
 		{"415 zip", raw("application/octet-stream", []byte("PK\x03\x04\x14\x00\x00\x00\x08\x00")), http.StatusUnsupportedMediaType, ""},
 		{"400 zero bytes raw", raw("video/mp4", nil), http.StatusBadRequest, ""},
 		{"400 zero bytes part", multi(formPart{field: "f", filename: "empty.mp4", contentType: "video/mp4"}), http.StatusBadRequest, ""},
@@ -866,7 +874,7 @@ func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
 	// Wait until the first upload holds the only slot.
 	wrote := make(chan struct{})
 	go func() { pw.Write(data[:256*1024]); close(wrote) }()
-	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots.free) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first upload never took its slot")
 		}
@@ -885,4 +893,143 @@ func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
 	}
 	resp, out = do(t, e.request(t, "?filename=c.mp4", "video/mp4", bytes.NewReader(data)))
 	accepted(t, resp, out)
+}
+
+// Job and file ids cannot be guessed from another upload's id: consecutive ObjectIDs from
+// bson.NewObjectID share their timestamp and process bytes and differ by a counter.
+func TestUploadIDsAreUnguessable(t *testing.T) {
+	e := newEnv(t, nil)
+	data := mediaBytes(t, 4096, 4)
+	var ids []bson.ObjectID
+	for range 3 {
+		resp, out := do(t, e.request(t, "?filename=a.mp4", "video/mp4", bytes.NewReader(data)))
+		ids = append(ids, accepted(t, resp, out))
+	}
+	for i := 1; i < len(ids); i++ {
+		a, b := ids[i-1], ids[i]
+		// The 5 process bytes of bson.NewObjectID, equal by chance: 2^-40.
+		if bytes.Equal(a[4:9], b[4:9]) {
+			t.Errorf("ids %s and %s share their process bytes: the next one can be guessed", a.Hex(), b.Hex())
+		}
+	}
+}
+
+// containerType knows the audio and video containers by their magic, and nothing else.
+func TestContainerType(t *testing.T) {
+	media := map[string]string{
+		"\x00\x00\x00\x18ftypmp42":                 "video/mp4",
+		"\x00\x00\x00\x14ftypqt  ":                 "video/mp4",
+		"\x1a\x45\xdf\xa3\x01\x00":                 "video/x-matroska",
+		"RIFF\x24\x00\x00\x00AVI LIST":             "video/x-msvideo",
+		"RIFF\x24\x00\x00\x00WAVEfmt ":             "audio/wav",
+		"\x00\x00\x01\xba\x44\x00":                 "video/mpeg",
+		"FLV\x01\x05":                              "video/x-flv",
+		"OggS\x00\x02":                             "audio/ogg",
+		"fLaC\x00\x00":                             "audio/flac",
+		"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9": "video/x-ms-asf",
+		"ID3\x04\x00":                              "audio/mpeg",
+		"\xff\xfb\x90\x64":                         "audio/mpeg",
+		"FORM\x00\x00\x00\x10AIFF":                 "audio/aiff",
+		"\x47\x40\x00\x10" + strings.Repeat("\xff", 184) + "\x47\x40\x11\x10": "video/mp2t",
+	}
+	for in, want := range media {
+		if got := containerType([]byte(in)); got != want {
+			t.Errorf("containerType(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, in := range []string{"", "hello", "#EXTM3U\n\x01", "ffconcat version 1.0\n", "G is for grape\n",
+		"\x89PNG\r\n\x1a\n", "%PDF-1.7", "PK\x03\x04", "<?xml version=\"1.0\"?><MPD>", "\x00\x01\x02\x03\x04\x05\x06\x07\x08",
+		"RIFF\x24\x00\x00\x00WEBPVP8 ", "\xff\xff\xff\xff"} {
+		if got := containerType([]byte(in)); got != "" {
+			t.Errorf("containerType(%q) = %q, want none", in, got)
+		}
+	}
+}
+
+// idleUpload opens a raw connection, sends an upload's headers promising 4096 bytes and
+// then only sent of them, and returns the answer; the connection's deadline bounds the test.
+func idleUpload(t *testing.T, e *testEnv, sent []byte) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	head := "POST /upload?filename=idle.mp4 HTTP/1.1\r\nHost: upload\r\nAuthorization: Bearer " + aliceToken +
+		"\r\nContent-Type: video/mp4\r\nContent-Length: 4096\r\n\r\n"
+	if _, err := conn.Write(append([]byte(head), sent...)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal("no answer to an idle upload:", err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// An upload that sends nothing, or sends a little and stalls, is ended with 408 after
+// UPLOAD_IDLE_TIMEOUT (not UPLOAD_TIMEOUT), leaves nothing behind and frees its slot.
+func TestIdleUploadIsEnded(t *testing.T) {
+	e := newEnv(t, map[string]string{"UPLOAD_IDLE_TIMEOUT": "1s", "UPLOAD_CONCURRENCY": "1"})
+	for name, sent := range map[string][]byte{"sends nothing": nil, "trickles then stalls": mediaBytes(t, 1000, 5)} {
+		t.Run(name, func(t *testing.T) {
+			if resp := idleUpload(t, e, sent); resp.StatusCode != http.StatusRequestTimeout {
+				t.Errorf("status %d, want 408", resp.StatusCode)
+			}
+			e.assertNothingLeft(t)
+		})
+	}
+	<-e.handled
+	<-e.handled
+	// The one slot is free again.
+	resp, out := do(t, e.request(t, "?filename=a.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 6))))
+	accepted(t, resp, out)
+}
+
+// One user holds at most half of the upload slots: with UPLOAD_CONCURRENCY 4, alice's third
+// upload while two are in flight gets 503 with Retry-After before its body is read; bob's
+// goes through.
+func TestOneUserHoldsHalfTheSlots(t *testing.T) {
+	e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "4"})
+	var writers []*io.PipeWriter
+	answers := make(chan *http.Response, 2)
+	for i := range 2 {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		go func() {
+			resp, err := http.DefaultClient.Do(e.request(t, fmt.Sprintf("?filename=%d.mp4", i), "video/mp4", pr))
+			if err != nil {
+				t.Error(err)
+			}
+			answers <- resp
+		}()
+		if _, err := pw.Write(mediaBytes(t, 1024, byte(i))); err != nil { // read once the slot is held
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots.free) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two uploads never took their slots")
+		}
+	}
+
+	resp, out := do(t, e.request(t, "?filename=third.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 7))))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("alice's third upload = %d %v, want 503 with Retry-After", resp.StatusCode, out)
+	}
+	req := e.request(t, "?filename=bob.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 8)))
+	req.Header.Set("Authorization", "Bearer "+bobToken)
+	resp, out = do(t, req)
+	accepted(t, resp, out)
+
+	for _, pw := range writers {
+		pw.Close()
+	}
+	for range writers {
+		if r := <-answers; r == nil || r.StatusCode != http.StatusAccepted {
+			t.Errorf("alice's upload = %v, want 202", r)
+		}
+	}
 }

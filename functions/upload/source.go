@@ -94,10 +94,11 @@ func openSource(r *http.Request) (*source, *httpError) {
 		return nil, &httpError{status: http.StatusBadRequest, msg: "the file is empty"}
 	}
 	head = head[:n]
-	sniffed := http.DetectContentType(head)
+	sniffed := containerType(head)
 	declaredType, _, _ := mime.ParseMediaType(declared)
-	if notMedia(sniffed) || notMedia(declaredType) {
-		return nil, &httpError{status: http.StatusUnsupportedMediaType, msg: "not a video or audio file (looks like " + mediaTypeOf(sniffed) + ")"}
+	if sniffed == "" || notMedia(declaredType) {
+		looks := mediaTypeOf(http.DetectContentType(head))
+		return nil, &httpError{status: http.StatusUnsupportedMediaType, msg: "not a video or audio file (looks like " + looks + ")"}
 	}
 
 	name = cleanName(name)

@@ -3,6 +3,7 @@ package function
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +24,7 @@ const (
 // store streams src into GridFS, inserts the job and publishes the event. On any failure it
 // removes whatever it wrote.
 func (s *state) store(ctx context.Context, username string, src *source) (bson.ObjectID, *httpError) {
-	fid := bson.NewObjectID()
+	fid := newFID()
 	bucket := s.videos.GridFSBucket() // per request: a bucket is not safe for concurrent uploads
 	// The stream outlives a client that hangs up, so that Abort can still delete its chunks.
 	streamCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
@@ -91,6 +92,14 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 	return fid, nil
 }
 
+// newFID is a random id in ObjectID form: the job and file ids of consecutive uploads share
+// nothing (bson.NewObjectID's differ by a counter), so one upload's id reveals no other.
+func newFID() bson.ObjectID {
+	var id bson.ObjectID
+	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
+	return id
+}
+
 // cleanup deletes what a failed upload left: its chunks, its files document, its job.
 func (s *state) cleanup(ctx context.Context, fid bson.ObjectID, job bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
@@ -114,6 +123,9 @@ func bodyError(err error) *httpError {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("upload larger than %d bytes", tooBig.Limit), cause: err}
+	}
+	if errors.Is(err, errIdle) {
+		return &httpError{status: http.StatusRequestTimeout, msg: "the upload sent nothing for too long (UPLOAD_IDLE_TIMEOUT)", cause: err}
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return &httpError{status: http.StatusRequestTimeout, msg: "the upload took longer than the server allows (UPLOAD_TIMEOUT)", cause: err}
