@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -115,7 +116,17 @@ func userStore(ctx context.Context, server string) (userOps, error) {
 		list:   func(ctx context.Context) ([]client.User, error) { u, err := c.Users(ctx); return u, explain(err) },
 		delete: func(ctx context.Context, email string) error { return explain(c.DeleteUser(ctx, email)) },
 		passwd: func(ctx context.Context, email, password string) error {
-			return explain(c.SetPassword(ctx, email, password))
+			err := c.SetPassword(ctx, email, password, "")
+			var apiErr *client.APIError
+			if errors.As(err, &apiErr) && apiErr.Status == http.StatusForbidden && strings.Contains(apiErr.Message, "current_password") {
+				// Your own password: the server wants the current one too.
+				current, rerr := readPassword("Current password for "+email+": ", false)
+				if rerr != nil {
+					return rerr
+				}
+				err = c.SetPassword(ctx, email, password, current)
+			}
+			return explain(err)
 		},
 		close: func() {},
 	}, nil

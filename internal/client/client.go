@@ -80,9 +80,14 @@ func (c *Client) DeleteUser(ctx context.Context, email string) error {
 	return c.call(ctx, http.MethodDelete, "/users/"+url.PathEscape(email), nil, nil)
 }
 
-// SetPassword changes a password (the user themself or an admin).
-func (c *Client) SetPassword(ctx context.Context, email, password string) error {
-	return c.call(ctx, http.MethodPut, "/users/"+url.PathEscape(email)+"/password", map[string]string{"password": password}, nil)
+// SetPassword changes a password: an admin's reset of another user's, or the
+// user's own, which needs the current password too ("" when not known).
+func (c *Client) SetPassword(ctx context.Context, email, password, current string) error {
+	body := map[string]string{"password": password}
+	if current != "" {
+		body["current_password"] = current
+	}
+	return c.call(ctx, http.MethodPut, "/users/"+url.PathEscape(email)+"/password", body, nil)
 }
 
 // call sends a JSON body (if any) and decodes a JSON answer into out (if any).
