@@ -15,7 +15,7 @@ var Copies = map[string][]string{
 	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go"},
 	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
-	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go"},
+	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfswrite.go"},
 	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 }
 
