@@ -22,8 +22,7 @@ const (
 // removes whatever it wrote.
 func (s *state) store(ctx context.Context, username string, src *source) (bson.ObjectID, *httpError) {
 	fid := bson.NewObjectID()
-	// The writer outlives a client that hangs up, so that a failed store can still delete its
-	// chunks. It holds one pooled 128 KiB chunk (kit_gridfswrite.go), where the driver's upload
+	// The writer outlives a client that hangs up, so that Abort can still delete its chunks. It holds one pooled 128 KiB chunk (kit_gridfswrite.go), where the driver's upload
 	// stream holds 16 MiB.
 	streamCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
@@ -39,7 +38,7 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 		}
 	}
 	if err != nil {
-		if aerr := up.Abort(storageTimeout); aerr != nil {
+		if aerr := up.Abort(streamCtx); aerr != nil {
 			s.cleanup(ctx, fid, false) // Abort could not delete its chunks: try once more
 		}
 		switch {

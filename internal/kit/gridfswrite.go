@@ -190,12 +190,10 @@ func (w *GridFSWriter) Close(filename string, metadata any) error {
 }
 
 // Abort deletes every chunk of the file, this writer's and earlier ones', and ends the writer.
-// It goes on when the writer's context is cancelled, bounded by timeout, so a client that
-// hangs up leaves nothing behind.
-func (w *GridFSWriter) Abort(timeout time.Duration) error {
+// It takes its own context: the writer's may have ended, and a client that hangs up must
+// leave nothing behind.
+func (w *GridFSWriter) Abort(ctx context.Context) error {
 	w.release()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), timeout)
-	defer cancel()
 	_, err := w.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: w.id}})
 	return err
 }
