@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-# Each installs what it lacks (ffmpeg, MariaDB's server) and builds the rest with Go.
+# Each installs what it lacks (ffmpeg, MariaDB's server; chromium for the browser tests) and builds the rest with Go.
 
 GO        ?= go
 # Every folder of functions/ is a function module.
@@ -7,9 +7,9 @@ FUNCTIONS := $(notdir $(wildcard functions/*))
 # Every package of the workspace: the root module and every function module.
 PACKAGES  := mp3converter/...
 
-.PHONY: run test build vet function-builds knative-check ffmpeg mariadb clean bench reliability
+.PHONY: run test build vet function-builds knative-check ffmpeg mariadb chromium screenshots clean bench reliability
 
-## run: the whole system on this machine (gateway on 127.0.0.1:8080)
+## run: the whole system on this machine (the web app and API on 127.0.0.1:8080)
 # The binary runs in make's place (exec), not under `go run`: Ctrl-C then
 # reaches it alone, and a clean stop exits 0 (go run reports exit status 1
 # when it is interrupted, whatever the program returns).
@@ -17,7 +17,7 @@ run: ffmpeg mariadb build
 	exec ./bin/mp3converter up
 
 ## test: vet, every test with the race detector, and each function built alone
-test: ffmpeg vet
+test: ffmpeg chromium vet
 	$(GO) test -race -timeout 30m $(PACKAGES)
 	$(MAKE) function-builds
 
@@ -82,6 +82,21 @@ mariadb:
 		else \
 			echo "MariaDB is not installed: users will last only as long as the stack runs (install mariadb-server to keep them)" >&2; \
 		fi; }
+
+# Chromium drives the web app's browser tests (internal/browsertest), headless.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium with apt-get"; \
+			SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is missing: install it with your package manager; the browser tests are skipped without it" >&2; \
+		fi; }
+
+## screenshots: PNGs of the web app (sign-in, an upload in progress, the file list) into docs/
+screenshots: ffmpeg chromium
+	MP3C_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run TestWebApp ./internal/browsertest/
 
 clean:
 	rm -rf bin

@@ -11,6 +11,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	web "mp3converter/functions/web"
 	"mp3converter/internal/local/funchost"
 )
 
@@ -53,6 +54,11 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 		if name == "login" {
 			env["JWT_PRIVATE_KEY_FILE"] = filepath.Join(s.dir, "jwt-private.pem")
 		}
+		if name == "web" { // its routes: each function's base URL
+			for fn, setting := range web.Upstreams {
+				env[setting] = s.Functions[fn]
+			}
+		}
 		return env
 	}
 	clip := b.media["10s-360p"]
@@ -74,6 +80,8 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 			}, "POST /validate", nil
 		case "login":
 			return func(base string) error { _, err := login(ctx, base); return err }, "POST /login", nil
+		case "web":
+			return func(base string) error { _, err := login(ctx, base); return err }, "POST /login, passed on to the stack's login", nil
 		case "upload":
 			return func(base string) error { _, _, err := uploadFile(ctx, base, s.AdminToken, clip.path); return err },
 				"POST /upload of the " + clip.label + " clip (" + mib(clip.size) + ")", nil

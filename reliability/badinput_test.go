@@ -25,7 +25,7 @@ import (
 )
 
 // Bad input the function tests do not already cover, sent to the whole
-// system through the gateway. Each case: the right status, a JSON error
+// system through the front door (web). Each case: the right status, a JSON error
 // message, and nothing left behind in storage. docs/reliability.md maps every
 // case of the issue to its test, here or in functions/*.
 
@@ -280,7 +280,7 @@ func TestClientAbortThroughTheGateway(t *testing.T) {
 	s.waitCounts(t, before, time.Minute)
 }
 
-// rawUpload opens a connection to baseURL (the gateway or the upload
+// rawUpload opens a connection to baseURL (the front door or the upload
 // function) and sends the headers of an upload whose length is "chunked" or a
 // Content-Length. Reads and writes give up after a minute.
 func rawUpload(t *testing.T, baseURL, token, length string) net.Conn {

@@ -11,10 +11,10 @@ import (
 	"mp3converter/internal/stacktest"
 )
 
-// Password guessing through the gateway, from distinct client addresses
-// (127.0.0.2, .3, ... on loopback). The gateway appends each client's address
+// Password guessing through the front door (web), from distinct client addresses
+// (127.0.0.2, .3, ... on loopback). web appends each client's address
 // to X-Forwarded-For and the stack runs login with TRUSTED_PROXY_HOPS=1, so
-// login's per-client limit counts those clients, not the gateway.
+// login's per-client limit counts those clients, not the front door (web).
 //
 // Limits of this system: 3 failures per account, 6 per client, in a 3 s window
 // (the defaults are 5, 20 and 15 minutes).
@@ -130,10 +130,10 @@ func TestBruteForceOneClient(t *testing.T) {
 	}
 }
 
-// Straight to the login function, without the gateway: the per-account limit
+// Straight to the login function, without the front door (web): the per-account limit
 // holds whatever X-Forwarded-For says. (The per-client one trusts the last
 // X-Forwarded-For entry, TRUSTED_PROXY_HOPS=1: it is meant for clients that
-// come through the gateway, the stack's only published port.)
+// come through the front door (web), the stack's only published port.)
 func TestBruteForcePerAccountHoldsWithForgedForwarding(t *testing.T) {
 	r := record(t, "brute force: per-account limit holds with forged X-Forwarded-For, straight to login")
 	s := bruteForceSystem(t)

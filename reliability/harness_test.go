@@ -454,7 +454,7 @@ var httpClient = &http.Client{
 	Transport: &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: requestTimeout},
 }
 
-// do sends a request to the gateway (path) or to a full URL.
+// do sends a request to the front door, web (path), or to a full URL.
 func (s *system) do(method, path, token string, body io.Reader, header ...string) answer {
 	target := path
 	if strings.HasPrefix(path, "/") {

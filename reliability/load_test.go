@@ -79,7 +79,7 @@ func TestLoad(t *testing.T) {
 		loadTokens = tokens
 	})
 
-	// 1000 concurrent validations of those tokens, through the gateway.
+	// 1000 concurrent validations of those tokens, through the front door (web).
 	t.Run("validations", func(t *testing.T) {
 		r := record(t, fmt.Sprintf("load: %d concurrent token validations", validations))
 		tokens := liveTokens(t)

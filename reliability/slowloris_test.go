@@ -15,9 +15,8 @@ import (
 // A client that trickles its upload (slowloris) is cut off by UPLOAD_TIMEOUT,
 // the upload function's read deadline (func-go's 30 s ReadTimeout does not
 // apply: upload extends it to UPLOAD_TIMEOUT for an identified caller), is
-// told so with a 408, and nothing stays. Sent to the upload function itself:
-// the local gateway holds such a client for as long as it trickles
-// (TestKnownBugGatewayHoldsTricklingClient).
+// told so with a 408, and nothing stays. Sent to the upload function itself;
+// through the front door: TestTricklingClientIsAnsweredThroughTheFrontDoor.
 func TestSlowlorisUploadIsBounded(t *testing.T) {
 	r := record(t, "bad input: slowloris upload (1 byte every 250 ms), bounded by UPLOAD_TIMEOUT")
 	s := sharedSystem(t)

@@ -16,7 +16,7 @@ import (
 // runUp runs the whole system until Ctrl-C.
 func runUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	addr := fs.String("addr", envOr("MP3C_ADDR", "127.0.0.1:8080"), "gateway listen address (MP3C_ADDR)")
+	addr := fs.String("addr", envOr("MP3C_ADDR", "127.0.0.1:8080"), "public listen address: the web app and the API (MP3C_ADDR)")
 	dataDir := fs.String("data-dir", envOr("MP3C_DATA_DIR", ".mp3converter"), "keys, embedded database files and the outbox (MP3C_DATA_DIR)")
 	brokerPrefix := fs.String("broker-prefix", os.Getenv("MP3C_BROKER_PREFIX"), "prefix of the RabbitMQ exchange and queues, so several stacks can share one RabbitMQ (MP3C_BROKER_PREFIX)")
 	external := externalFlag{}

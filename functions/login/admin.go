@@ -45,43 +45,96 @@ func (s *state) handleListUsers(ctx context.Context, w http.ResponseWriter, r *h
 
 // handleDeleteUser: DELETE /users/{email} (admin only).
 func (s *state) handleDeleteUser(ctx context.Context, w http.ResponseWriter, r *http.Request, c caller) {
-	err := DeleteUser(ctx, s.db, r.PathValue("email"))
-	switch {
-	case errors.Is(err, ErrUnknownUser):
-		writeError(w, http.StatusNotFound, err.Error())
-	case err != nil:
-		s.storeUnavailable(w, err)
-	default:
+	if s.changed(w, DeleteUser(ctx, s.db, r.PathValue("email"))) {
 		s.log.Info("user deleted", "by", c.email, "email", r.PathValue("email"))
-		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
-// handleSetPassword: PUT /users/{email}/password {password} (admin or that user).
-func (s *state) handleSetPassword(ctx context.Context, w http.ResponseWriter, r *http.Request, c caller) {
-	email := strings.ToLower(r.PathValue("email"))
-	if email != c.email && !c.admin {
-		writeError(w, http.StatusForbidden, "admin rights required")
-		return
-	}
-	var body struct {
-		Password string `json:"password"`
-	}
-	if !readJSON(w, r, &body) {
-		return
-	}
-	err := SetPassword(ctx, s.db, email, body.Password, s.cost)
+// changed answers a change to a user: 204, or the error's status. It reports success.
+func (s *state) changed(w http.ResponseWriter, err error) bool {
 	switch {
 	case errors.Is(err, ErrWeakPassword):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, ErrUnknownUser):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrLastAdmin):
+		writeError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		s.storeUnavailable(w, err)
 	default:
-		s.log.Info("password changed", "by", c.email, "email", email)
 		w.WriteHeader(http.StatusNoContent)
+		return true
 	}
+	return false
+}
+
+// handleSetAdmin: PUT /users/{email}/admin {admin} (admin only). A demotion ends the
+// user's tokens; the last admin cannot be demoted (409).
+func (s *state) handleSetAdmin(ctx context.Context, w http.ResponseWriter, r *http.Request, c caller) {
+	var body struct {
+		Admin *bool `json:"admin"`
+	}
+	if !readJSON(w, r, &body) {
+		return
+	}
+	if body.Admin == nil {
+		writeError(w, http.StatusBadRequest, `"admin" (true or false) is required`)
+		return
+	}
+	if s.changed(w, SetAdmin(ctx, s.db, r.PathValue("email"), *body.Admin)) {
+		s.log.Info("admin rights changed", "by", c.email, "email", r.PathValue("email"), "admin", *body.Admin)
+	}
+}
+
+// handleSetPassword: PUT /users/{email}/password {password, current_password} (admin or
+// that user). Changing one's own password asks for the current one, so a stolen token
+// alone cannot take the account; an admin resetting another user's does not. Either way
+// the user's existing tokens end.
+func (s *state) handleSetPassword(ctx context.Context, w http.ResponseWriter, r *http.Request, c caller) {
+	email := strings.ToLower(r.PathValue("email"))
+	own := email == c.email
+	if !own && !c.admin {
+		writeError(w, http.StatusForbidden, "admin rights required")
+		return
+	}
+	var body struct {
+		Password        string `json:"password"`
+		CurrentPassword string `json:"current_password"`
+	}
+	if !readJSON(w, r, &body) {
+		return
+	}
+	if own && !s.currentPasswordMatches(ctx, w, r, c.email, body.CurrentPassword) {
+		return
+	}
+	if s.changed(w, SetPassword(ctx, s.db, email, body.Password, s.cost)) {
+		s.log.Info("password changed", "by", c.email, "email", email)
+	}
+}
+
+// currentPasswordMatches checks the current password of a self-service change like a
+// login (the same limits: a stolen token is no way around them), or answers 403, 429 or 503.
+func (s *state) currentPasswordMatches(ctx context.Context, w http.ResponseWriter, r *http.Request, email, password string) bool {
+	creds, err := lookupCredentials(ctx, s.db, email)
+	if errors.Is(err, ErrUnknownUser) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return false
+	}
+	if err != nil {
+		s.storeUnavailable(w, err)
+		return false
+	}
+	buckets := s.buckets(r, email, creds)
+	if !s.beginCheck(ctx, w, buckets) {
+		return false
+	}
+	if password == "" || !s.passwordMatches(creds.hash, password) {
+		s.limiter.end(failed, buckets...)
+		writeError(w, http.StatusForbidden, "current_password is required to change your own password, and must be right")
+		return false
+	}
+	s.limiter.end(succeeded, buckets...)
+	return true
 }
 
 // caller is the verified user behind an admin API request.
@@ -115,7 +168,7 @@ func (s *state) authorize(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return invalid("token too large")
 	}
 	var claims tokenClaims
-	if err := parseToken(token, &claims, s.keys.keyFunc, s.keys.method.Alg(), s.issuer, s.audience, verifyLeeway); err != nil {
+	if err := parseToken(token, &claims, s.keys.keyFunc, s.keys.method.Alg(), s.issuer, s.audience, verifyLeeway, s.ttl); err != nil {
 		return invalid("invalid token")
 	}
 	id, err := strconv.ParseInt(claims.Subject, 10, 64)
@@ -126,13 +179,16 @@ func (s *state) authorize(ctx context.Context, w http.ResponseWriter, r *http.Re
 		s.storeUnavailable(w, err)
 		return caller{}, false
 	}
-	admin, err := currentAdmin(ctx, s.db, id, claims.Username)
+	admin, version, err := currentUser(ctx, s.db, id, claims.Username)
 	if errors.Is(err, ErrUnknownUser) {
 		return invalid("user no longer exists")
 	}
 	if err != nil {
 		s.storeUnavailable(w, err)
 		return caller{}, false
+	}
+	if version != claims.CredentialVersion {
+		return invalid("token revoked: password or rights changed since")
 	}
 	return caller{id: id, email: claims.Username, admin: claims.Admin && admin}, true
 }

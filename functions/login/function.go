@@ -5,8 +5,13 @@
 //	POST   /login                    Basic email:password -> {access_token, token_type, expires_in}
 //	POST   /users                    {email, password, admin} -> 201 user          (admin)
 //	GET    /users                    -> {"users": [...]}                           (admin)
-//	DELETE /users/{email}            -> 204                                        (admin)
-//	PUT    /users/{email}/password   {password} -> 204                             (admin or that user)
+//	DELETE /users/{email}            -> 204 | 409 for the last admin                (admin)
+//	PUT    /users/{email}/admin      {admin} -> 204 | 409 for the last admin        (admin)
+//	PUT    /users/{email}/password   {password, current_password} -> 204           (admin or that user)
+//
+// Tokens: sub is the user's id, username the address as stored, cv the credential
+// version; a password change or reset and a demotion move the version on, which ends
+// every earlier token (here and in validate), as deleting the user does.
 //
 // This file holds the lifecycle and the routes; login.go answers /login, admin.go the admin
 // API, keys.go loads the signing key, users.go is the users table, limiter.go slows guessing.
@@ -20,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,10 +49,11 @@ var Settings = []Setting{
 	{Name: "JWT_ISSUER", Kind: KindText, Default: "mp3converter", Meaning: "the iss claim"},
 	{Name: "JWT_AUDIENCE", Kind: KindText, Default: "mp3converter", Meaning: "the aud claim"},
 	{Name: "BCRYPT_COST", Kind: KindInt, Default: "10", Min: "4", Max: "31", Meaning: "bcrypt cost of new password hashes"},
-	{Name: "LOGIN_MAX_FAILURES", Kind: KindInt, Default: "5", Min: "0", Max: "1048576", Meaning: "failed logins per email per window before 429 (0 turns it off)"},
+	{Name: "LOGIN_MAX_FAILURES", Kind: KindInt, Default: "5", Min: "0", Max: "1048576", Meaning: "failed logins per account per window before 429, counted apart for each device that logged in before (device cookie) and for all other clients together (0 turns it off)"},
 	{Name: "LOGIN_MAX_IP_FAILURES", Kind: KindInt, Default: "20", Min: "0", Max: "1048576", Meaning: "failed logins per client per window before 429 (0 turns it off)"},
 	{Name: "LOGIN_FAILURE_WINDOW", Kind: KindDuration, Default: "15m", Min: "1s", Meaning: "how long failed logins count"},
-	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For: the per-client limit counts the entry that many from the right"},
+	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For, the TCP peer's being the first: the per-client limit counts the entry that many from the right (0: the TCP peer)"},
+	{Name: "TRUSTED_PROXIES", Kind: KindText, Meaning: "comma-separated CIDRs of further proxies (a cluster's pod network: ingress, activator): X-Forwarded-For entries inside them are skipped leftwards to find the client"},
 }
 
 // Function is the login function. Its zero value is not usable: call New, then Start.
@@ -74,8 +81,11 @@ type state struct {
 	cost      int
 	dummyHash []byte // compared against when the email is unknown, so both cases cost the same
 
-	limiter   *limiter
-	proxyHops int // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	limiter        *limiter
+	maxPerAccount  int            // LOGIN_MAX_FAILURES: per account (all untrusted clients together) and per device
+	maxPerIP       int            // LOGIN_MAX_IP_FAILURES
+	proxyHops      int            // trusted proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS)
+	trustedProxies []netip.Prefix // networks of further proxies, skipped in X-Forwarded-For (TRUSTED_PROXIES)
 }
 
 // New returns a Function that serves 503 until Start has run.
@@ -103,6 +113,8 @@ func (s *state) newRoutes() *http.ServeMux {
 	mux.HandleFunc("/users", methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("DELETE /users/{email}", s.withCaller(adminOnly, s.handleDeleteUser))
 	mux.HandleFunc("/users/{email}", methodNotAllowed("DELETE"))
+	mux.HandleFunc("PUT /users/{email}/admin", s.withCaller(adminOnly, s.handleSetAdmin))
+	mux.HandleFunc("/users/{email}/admin", methodNotAllowed("PUT"))
 	mux.HandleFunc("PUT /users/{email}/password", s.withCaller(anyUser, s.handleSetPassword))
 	mux.HandleFunc("/users/{email}/password", methodNotAllowed("PUT"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -156,15 +168,20 @@ func (f *Function) configure(cfg map[string]string) (*state, error) {
 		return nil, fmt.Errorf("login: %w", err)
 	}
 	s := &state{
-		log:       f.log,
-		dsn:       set.text("MYSQL_DSN"),
-		keys:      keys,
-		issuer:    set.text("JWT_ISSUER"),
-		audience:  set.text("JWT_AUDIENCE"),
-		ttl:       set.duration("JWT_TTL"),
-		cost:      int(set.int("BCRYPT_COST")),
-		limiter:   newLimiter(int(set.int("LOGIN_MAX_FAILURES")), int(set.int("LOGIN_MAX_IP_FAILURES")), set.duration("LOGIN_FAILURE_WINDOW")),
-		proxyHops: int(set.int("TRUSTED_PROXY_HOPS")),
+		log:           f.log,
+		dsn:           set.text("MYSQL_DSN"),
+		keys:          keys,
+		issuer:        set.text("JWT_ISSUER"),
+		audience:      set.text("JWT_AUDIENCE"),
+		ttl:           set.duration("JWT_TTL"),
+		cost:          int(set.int("BCRYPT_COST")),
+		limiter:       newLimiter(set.duration("LOGIN_FAILURE_WINDOW")),
+		maxPerAccount: int(set.int("LOGIN_MAX_FAILURES")),
+		maxPerIP:      int(set.int("LOGIN_MAX_IP_FAILURES")),
+		proxyHops:     int(set.int("TRUSTED_PROXY_HOPS")),
+	}
+	if s.trustedProxies, err = parsePrefixes(set.text("TRUSTED_PROXIES")); err != nil {
+		return nil, fmt.Errorf("login: %w", err)
 	}
 	if f.clock != nil {
 		s.limiter.now = f.clock

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -292,12 +293,12 @@ func TestTokenContract(t *testing.T) {
 			var raw map[string]any
 			payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(m["access_token"].(string), ".")[1])
 			json.Unmarshal(payload, &raw)
-			for _, name := range []string{"username", "admin", "iat", "exp", "nbf", "sub", "iss", "aud", "jti"} {
+			for _, name := range []string{"username", "admin", "cv", "iat", "exp", "nbf", "sub", "iss", "aud", "jti"} {
 				if _, ok := raw[name]; !ok {
 					t.Errorf("claim %s missing from %s", name, payload)
 				}
 			}
-			if len(raw) != 9 {
+			if len(raw) != 10 {
 				t.Errorf("payload %s has extra claims", payload)
 			}
 			if aud, ok := raw["aud"].([]any); !ok || len(aud) != 1 || aud[0] != "aud-test" {
@@ -511,10 +512,13 @@ func TestLoginRateLimit(t *testing.T) {
 
 func TestLimiter(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
-	l := newLimiter(5, 20, 15*time.Minute)
+	l := newLimiter(15 * time.Minute)
 	l.now = clock.Now
+	ctx := context.Background()
+	account := bucket{key: "user:1", max: 5, clearedBySuccess: true}
+	ip := bucket{key: "ip:10.0.0.1", max: 20}
 
-	// Parallel guesses cannot get past the limit: each counts from the start.
+	// Parallel guesses cannot get past the limit: a check in flight holds its room.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	allowed := 0
@@ -522,45 +526,78 @@ func TestLimiter(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, ok := l.attempt("a@example.com", "10.0.0.1"); ok {
+			if wait, err := l.begin(ctx, account, ip); err == nil && wait == 0 {
 				mu.Lock()
 				allowed++
 				mu.Unlock()
+				l.end(failed, account, ip)
 			}
 		}()
 	}
 	wg.Wait()
 	if allowed != 5 {
-		t.Fatalf("%d parallel attempts allowed, want 5", allowed)
+		t.Fatalf("%d parallel guesses checked, want 5", allowed)
 	}
-	wait, ok := l.attempt("a@example.com", "10.0.0.1")
-	if ok || wait != 15*time.Minute {
-		t.Errorf("attempt: ok=%v wait=%v, want blocked for 15m", ok, wait)
+	if wait, _ := l.begin(ctx, account, ip); wait != 15*time.Minute {
+		t.Errorf("begin: wait=%v, want blocked for 15m", wait)
 	}
 	clock.Advance(10 * time.Minute)
-	if wait, _ := l.attempt("a@example.com", "10.0.0.1"); wait != 5*time.Minute {
+	if wait, _ := l.begin(ctx, account, ip); wait != 5*time.Minute {
 		t.Errorf("wait %v, want 5m", wait)
 	}
-	// release gives a slot back (a store outage is not the user's fault).
-	l.release("a@example.com", "10.0.0.1")
-	if _, ok := l.attempt("a@example.com", "10.0.0.1"); !ok {
-		t.Error("attempt after release blocked")
+
+	// Parallel right passwords: none is refused for the others in flight.
+	other := bucket{key: "user:2", max: 5, clearedBySuccess: true}
+	const parallel = 8
+	began := make(chan struct{}, parallel)
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if wait, err := l.begin(ctx, other); err != nil || wait != 0 {
+				t.Errorf("right password refused: wait %v, err %v", wait, err)
+				return
+			}
+			began <- struct{}{}
+			l.end(succeeded, other)
+		}()
 	}
+	wg.Wait()
+	if len(began) != parallel {
+		t.Errorf("%d of %d checked", len(began), parallel)
+	}
+
+	// A check waiting for room gives up when its request ends.
+	for range 5 {
+		l.begin(ctx, bucket{key: "user:3", max: 5})
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := l.begin(cancelled, bucket{key: "user:3", max: 5}); err == nil {
+		t.Error("begin on a full bucket of checks in flight returned without waiting")
+	}
+	// An undecided end (the store was down) gives the room back without counting.
+	l.end(undecided, bucket{key: "user:3", max: 5})
+	if wait, err := l.begin(ctx, bucket{key: "user:3", max: 5}); wait != 0 || err != nil {
+		t.Errorf("begin after an undecided end: %v %v", wait, err)
+	}
+
 	// Expired keys are swept.
 	clock.Advance(16 * time.Minute)
-	l.attempt("b@example.com", "10.0.0.2")
+	l.begin(ctx, bucket{key: "user:4", max: 5})
+	l.end(failed, bucket{key: "user:4", max: 5})
 	l.mu.Lock()
 	keys := len(l.failures)
 	l.mu.Unlock()
-	if keys != 2 {
-		t.Errorf("%d keys after sweep, want 2 (only b's)", keys)
+	if keys != 1 {
+		t.Errorf("%d keys after sweep, want 1 (only user:4's)", keys)
 	}
 	// Limits of 0 are off.
-	off := newLimiter(0, 0, time.Minute)
 	for range 100 {
-		if _, ok := off.attempt("c@example.com", "10.0.0.3"); !ok {
-			t.Fatal("disabled limiter blocked")
+		if wait, err := l.begin(ctx, bucket{key: "user:5"}); wait != 0 || err != nil {
+			t.Fatal("disabled limit blocked")
 		}
+		l.end(failed, bucket{key: "user:5"})
 	}
 }
 
@@ -691,14 +728,17 @@ func TestAdminAPI(t *testing.T) {
 				t.Errorf("demoted dave: %d", r.status)
 			}
 		}},
-		{"own password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1"}`, 204, func(t *testing.T, r response) {
-			if login(t, srv.URL, bobEmail, "new password 1").status != 200 || login(t, srv.URL, bobEmail, password).status != 401 {
-				t.Error("password not changed")
+		{"own password, weak", "PUT", "/users/bob@example.com/password", bob, `{"password":"short","current_password":"` + password + `"}`, 400, nil},
+		{"own password with the token alone", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1"}`, 403,
+			wantError("current_password is required to change your own password, and must be right")},
+		{"own password with a wrong current password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1","current_password":"wrong password"}`, 403, nil},
+		{"someone else's password as non-admin", "PUT", "/users/carol@example.com/password", bob, `{"password":"new password 2"}`, 403, nil},
+		{"someone else's password as admin, no current password asked", "PUT", "/users/carol@example.com/password", admin, `{"password":"new password 2"}`, 204, func(t *testing.T, r response) {
+			r = call(t, "GET", srv.URL+"/users", carol, "")
+			if r.status != 401 || r.json(t)["error"] != "token revoked: password or rights changed since" {
+				t.Errorf("carol's token after a reset: %d %s", r.status, r.body)
 			}
 		}},
-		{"own password, weak", "PUT", "/users/bob@example.com/password", bob, `{"password":"short"}`, 400, nil},
-		{"someone else's password as non-admin", "PUT", "/users/carol@example.com/password", bob, `{"password":"new password 2"}`, 403, nil},
-		{"someone else's password as admin", "PUT", "/users/carol@example.com/password", admin, `{"password":"new password 2"}`, 204, nil},
 		{"password of unknown user as admin", "PUT", "/users/nobody@example.com/password", admin, `{"password":"new password 3"}`, 404, nil},
 		{"password without token", "PUT", "/users/bob@example.com/password", "", `{"password":"new password 4"}`, 401, nil},
 		{"delete as non-admin", "DELETE", "/users/carol@example.com", bob, "", 403, nil},
@@ -715,6 +755,34 @@ func TestAdminAPI(t *testing.T) {
 			}
 			if strings.Join(emails, " ") != "admin@example.com bob@example.com dave@example.com" {
 				t.Errorf("users %v", emails)
+			}
+		}},
+		{"own password", "PUT", "/users/bob@example.com/password", bob, `{"password":"new password 1","current_password":"` + password + `"}`, 204, func(t *testing.T, r response) {
+			if login(t, srv.URL, bobEmail, "new password 1").status != 200 || login(t, srv.URL, bobEmail, password).status != 401 {
+				t.Error("password not changed")
+			}
+			if r := call(t, "GET", srv.URL+"/users", bob, ""); r.status != 401 {
+				t.Errorf("bob's token from before his change: %d %s", r.status, r.body)
+			}
+		}},
+		{"delete the last admin", "DELETE", "/users/admin@example.com", admin, "", 409, wantError(ErrLastAdmin.Error())},
+		{"demote the last admin", "PUT", "/users/admin@example.com/admin", admin, `{"admin":false}`, 409, wantError(ErrLastAdmin.Error())},
+		{"demote without a value", "PUT", "/users/admin@example.com/admin", admin, `{}`, 400, nil},
+		{"promote as non-admin", "", "", "", "", 0, func(t *testing.T, _ response) {
+			bob := login(t, srv.URL, bobEmail, "new password 1").json(t)["access_token"].(string)
+			if r := call(t, "PUT", srv.URL+"/users/bob@example.com/admin", bob, `{"admin":true}`); r.status != 403 {
+				t.Errorf("bob promoting himself: %d %s", r.status, r.body)
+			}
+		}},
+		{"promote dave", "PUT", "/users/dave@example.com/admin", admin, `{"admin":true}`, 204, nil},
+		{"promote unknown", "PUT", "/users/nobody@example.com/admin", admin, `{"admin":true}`, 404, nil},
+		{"demote the first admin now that there is another", "PUT", "/users/admin@example.com/admin", admin, `{"admin":false}`, 204, func(t *testing.T, r response) {
+			if r := call(t, "GET", srv.URL+"/users", admin, ""); r.status != 401 {
+				t.Errorf("demoted admin's token: %d %s", r.status, r.body)
+			}
+			dave := login(t, srv.URL, "dave@example.com", "long enough").json(t)["access_token"].(string)
+			if r := call(t, "DELETE", srv.URL+"/users/dave@example.com", dave, ""); r.status != 409 {
+				t.Errorf("dave deleting himself, the last admin: %d %s", r.status, r.body)
 			}
 		}},
 	}
@@ -762,21 +830,207 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		}
 		return r
 	}
+	pods, err := parsePrefixes("10.244.0.0/16, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
-		name string
-		r    *http.Request
-		hops int
-		want string
+		name    string
+		r       *http.Request
+		hops    int
+		trusted []netip.Prefix
+		want    string
 	}{
-		{"no proxy trusted: the peer", req("10.0.0.9:5555", "6.6.6.6"), 0, "10.0.0.9"},
-		{"one proxy: its entry", req("127.0.0.1:5555", "203.0.113.7"), 1, "203.0.113.7"},
-		{"one proxy: a spoofed entry on the left is ignored", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7"), 1, "203.0.113.7"},
-		{"two proxies across two headers", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7", "10.1.1.1"), 2, "203.0.113.7"},
-		{"fewer entries than proxies: the peer", req("127.0.0.1:5555"), 1, "127.0.0.1"},
+		{"no proxy trusted: the peer", req("10.0.0.9:5555", "6.6.6.6"), 0, nil, "10.0.0.9"},
+		{"one proxy: its entry", req("127.0.0.1:5555", "203.0.113.7"), 1, nil, "203.0.113.7"},
+		{"one proxy: a spoofed entry on the left is ignored", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7"), 1, nil, "203.0.113.7"},
+		{"two proxies across two headers", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7", "10.1.1.1"), 2, nil, "203.0.113.7"},
+		{"fewer entries than proxies: the peer", req("127.0.0.1:5555"), 1, nil, "127.0.0.1"},
+		{"queue-proxy, ingress", req("127.0.0.1:5555", "203.0.113.7, 10.244.1.5"), 1, pods, "203.0.113.7"},
+		{"queue-proxy, activator, ingress", req("127.0.0.1:5555", "203.0.113.7, 10.244.1.5, 10.244.2.9"), 1, pods, "203.0.113.7"},
+		{"queue-proxy, activator, ingress, spoofed entry", req("127.0.0.1:5555", "6.6.6.6, 203.0.113.7, 10.244.1.5, 10.244.2.9"), 1, pods, "203.0.113.7"},
+		{"IPv6 pods", req("[::1]:5555", "2001:db8::7, fd00::1:5"), 1, pods, "2001:db8::7"},
+		{"only pods: the leftmost", req("127.0.0.1:5555", "10.244.3.3, 10.244.1.5"), 1, pods, "10.244.3.3"},
 	}
 	for _, c := range cases {
-		if got := clientIP(c.r, c.hops); got != c.want {
+		if got := clientIP(c.r, c.hops, c.trusted); got != c.want {
 			t.Errorf("%s: clientIP = %q, want %q", c.name, got, c.want)
 		}
+	}
+	if _, err := parsePrefixes("10.0.0.0/8,not-a-cidr"); err == nil {
+		t.Error("a bad CIDR is accepted")
+	}
+}
+
+// manifestConfig reads the values knative/config.yaml gives the cluster's functions
+// (flat "  KEY: value" lines of its data).
+func manifestConfig(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "knative", "config.yaml"))
+	if err != nil {
+		t.Fatalf("the manifests' values: %v", err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "  ") || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok {
+			out[k] = strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return out
+}
+
+// TestLoginLimitsWithTheManifestsValues: on Knative every request reaches login from
+// queue-proxy on 127.0.0.1 (as from this test's client), with the ingress's, and at
+// times the activator's, additions to X-Forwarded-For. With knative/config.yaml's own
+// values one client's failures must not lock out another client on the same pod.
+func TestLoginLimitsWithTheManifestsValues(t *testing.T) {
+	manifest := manifestConfig(t)
+	cfg := baseConfig(testDSN(t))
+	for _, k := range []string{"LOGIN_MAX_FAILURES", "LOGIN_MAX_IP_FAILURES", "LOGIN_FAILURE_WINDOW", "TRUSTED_PROXY_HOPS", "TRUSTED_PROXIES"} {
+		cfg[k] = manifest[k]
+	}
+	f, srv := startFunction(t, cfg)
+	addUser(t, f, bobEmail, false)
+	maxIP, _ := strconv.Atoi(cfg["LOGIN_MAX_IP_FAILURES"])
+	if maxIP == 0 {
+		t.Fatal("LOGIN_MAX_IP_FAILURES is off in the manifests")
+	}
+	viaIngress := func(email, pw string, forwarded string) response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+		req.SetBasicAuth(email, pw)
+		req.Header.Set("X-Forwarded-For", forwarded)
+		return do(t, req)
+	}
+	const attacker, ingressPod, activatorPod = "203.0.113.66", "10.244.1.5", "10.244.2.9"
+	for i := range maxIP {
+		if r := viaIngress("ghost"+strconv.Itoa(i)+"@example.com", "wrong password", attacker+", "+ingressPod); r.status != 401 {
+			t.Fatalf("guess %d: %d", i, r.status)
+		}
+	}
+	if r := viaIngress("ghost@example.com", "wrong password", "198.51.100.1, "+attacker+", "+ingressPod+", "+activatorPod); r.status != 429 {
+		t.Errorf("the attacker through the activator, with a forged entry: %d, want 429", r.status)
+	}
+	if r := viaIngress(bobEmail, password, "198.51.100.7, "+ingressPod); r.status != 200 {
+		t.Errorf("another client on the same pod: %d %s", r.status, r.body)
+	}
+	if r := viaIngress(bobEmail, password, "198.51.100.7, "+ingressPod+", "+activatorPod); r.status != 200 {
+		t.Errorf("another client through the activator: %d %s", r.status, r.body)
+	}
+}
+
+// TestParallelRightPasswordsAreNeverRefused: checks still in flight used to count as
+// failures, so right passwords in parallel got 429s. Four real failures leave room for one
+// check at a time; eight right passwords at once must all get in (each waits its turn).
+func TestParallelRightPasswordsAreNeverRefused(t *testing.T) {
+	f, srv := startFunction(t, baseConfig(testDSN(t)))
+	// A costlier hash keeps each check in flight long enough for the others to arrive,
+	// and eight of them one after the other well within the request's 5 s (under -race too).
+	if _, err := AddUser(context.Background(), f.lc.load().db, bobEmail, password, false, 7); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if r := login(t, srv.URL, bobEmail, "wrong password"); r.status != 401 {
+			t.Fatalf("guess: %d", r.status)
+		}
+	}
+	const parallel = 8
+	statuses := make(chan int, parallel)
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- login(t, srv.URL, bobEmail, password).status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 200 {
+			t.Errorf("a right password got %d", s)
+		}
+	}
+}
+
+// TestOwnerKeepsStandingUnderAttack: guessers used to lock an account for everyone,
+// its owner included. A client that logged in before shows its device cookie and is
+// counted apart; clients without one share the account's bucket, so guesses per account
+// stay bounded; a cookie is the owner's only, genuine and for the current password.
+func TestOwnerKeepsStandingUnderAttack(t *testing.T) {
+	cfg := baseConfig(testDSN(t))
+	cfg["LOGIN_MAX_IP_FAILURES"] = "0" // the attacker is everywhere; this is about the account
+	f, srv := startFunction(t, cfg)
+	addUser(t, f, bobEmail, false)
+	addUser(t, f, carolEmail, false)
+	cookieOf := func(r response) string {
+		for _, c := range (&http.Response{Header: r.header}).Cookies() {
+			if c.Name == deviceCookie {
+				if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.MaxAge <= 0 {
+					t.Errorf("device cookie attributes %+v", c)
+				}
+				return c.Value
+			}
+		}
+		t.Fatalf("no device cookie in %v", r.header)
+		return ""
+	}
+	withCookie := func(email, pw, cookie string) response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+		req.SetBasicAuth(email, pw)
+		req.AddCookie(&http.Cookie{Name: deviceCookie, Value: cookie})
+		return do(t, req)
+	}
+	bobDevice := cookieOf(login(t, srv.URL, bobEmail, password))
+	carolDevice := cookieOf(login(t, srv.URL, carolEmail, password))
+
+	for range 5 {
+		if r := login(t, srv.URL, bobEmail, "wrong password"); r.status != 401 {
+			t.Fatalf("guess: %d", r.status)
+		}
+	}
+	steps := []struct {
+		name   string
+		cookie string
+		pw     string
+		status int
+	}{
+		{"guesser without a cookie: locked", "", "wrong password", 429},
+		{"right password without a cookie: locked too (bounded for all new clients)", "", password, 429},
+		{"owner's device: in", bobDevice, password, 200},
+		{"another user's device cookie: no standing", carolDevice, password, 429},
+		{"forged device cookie: no standing", strings.Replace(bobDevice, ".", ".9", 1), password, 429},
+		{"garbage cookie: no standing", "garbage", password, 429},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			r := withCookie(bobEmail, s.pw, s.cookie)
+			if s.cookie == "" {
+				r = login(t, srv.URL, bobEmail, s.pw)
+			}
+			if r.status != s.status {
+				t.Errorf("status %d, want %d: %s", r.status, s.status, r.body)
+			}
+		})
+	}
+	// A device's own guesses are bounded too.
+	for range 5 {
+		withCookie(bobEmail, "wrong password", bobDevice)
+	}
+	if r := withCookie(bobEmail, password, bobDevice); r.status != 429 {
+		t.Errorf("device after its own 5 failures: %d", r.status)
+	}
+	// A password change (here: an admin's reset) retires every device's standing.
+	if err := SetPassword(context.Background(), f.lc.load().db, carolEmail, "carols new password", bcrypt.MinCost); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		login(t, srv.URL, carolEmail, "wrong password")
+	}
+	if r := withCookie(carolEmail, "carols new password", carolDevice); r.status != 429 {
+		t.Errorf("device cookie from before a reset: %d", r.status)
 	}
 }

@@ -1,6 +1,9 @@
 package function
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -13,6 +16,16 @@ type signingKeys struct {
 	sign   any // *rsa.PrivateKey or []byte
 	verify any // *rsa.PublicKey or []byte
 	kid    string
+
+	deviceKey []byte // signs device cookies (device.go); derived from the signing key
+}
+
+// deriveDeviceKey makes the device cookies' HMAC key from the token signing key, so no
+// further secret has to be managed; the label keeps the two uses apart.
+func deriveDeviceKey(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("mp3converter login device cookie"))
+	return m.Sum(nil)
 }
 
 func (k signingKeys) keyFunc(t *jwt.Token) (any, error) {
@@ -29,7 +42,7 @@ func loadSigningKeys(cfg map[string]string) (signingKeys, error) {
 		if len(secret) < minSecretBytes {
 			return signingKeys{}, fmt.Errorf("JWT_SECRET must be at least %d bytes", minSecretBytes)
 		}
-		return signingKeys{method: jwt.SigningMethodHS256, sign: []byte(secret), verify: []byte(secret)}, nil
+		return signingKeys{method: jwt.SigningMethodHS256, sign: []byte(secret), verify: []byte(secret), deviceKey: deriveDeviceKey([]byte(secret))}, nil
 	}
 	pemText, err := pemSetting(cfg, "JWT_PRIVATE_KEY")
 	if err != nil {
@@ -45,5 +58,6 @@ func loadSigningKeys(cfg map[string]string) (signingKeys, error) {
 	if err != nil {
 		return signingKeys{}, fmt.Errorf("JWT_PRIVATE_KEY: %w", err)
 	}
-	return signingKeys{method: jwt.SigningMethodRS256, sign: key, verify: &key.PublicKey, kid: jwkOf(&key.PublicKey).Kid}, nil
+	return signingKeys{method: jwt.SigningMethodRS256, sign: key, verify: &key.PublicKey, kid: jwkOf(&key.PublicKey).Kid,
+		deviceKey: deriveDeviceKey(x509.MarshalPKCS1PrivateKey(key))}, nil
 }

@@ -1,80 +1,125 @@
 package function
 
 import (
+	"context"
 	"sync"
 	"time"
 )
 
-// limiter slows down password guessing: at most maxPerEmail failed logins for
-// one email and maxPerIP for one client IP within window (0 disables a limit).
-// Failures expire after window, so nobody is locked out for good.
+// limiter slows down password guessing: at most max failed logins per bucket within
+// window (a max of 0 turns a bucket off). Failures expire after window, so nobody is
+// locked out for good. A login is checked against its buckets (see state.buckets): the
+// account, or the device cookie of a client that logged in before, and the client address.
 //
-// An attempt counts as a failure from the moment it is let through (attempt),
-// so parallel guesses cannot slip past the limit; succeeded and release take
-// it back once the outcome is known.
+// Only failures count. A check still in flight is pending: while failures plus pending
+// would reach a bucket's max, a new attempt waits for one in flight to end instead of
+// going ahead, so parallel guesses cannot slip past the limit, and parallel right
+// passwords are never refused for the guesses they themselves are.
 type limiter struct {
-	mu          sync.Mutex
-	now         func() time.Time
-	maxPerEmail int
-	maxPerIP    int
-	window      time.Duration
-	failures    map[string][]time.Time // key -> the most recent failures, oldest first
-	lastSweep   time.Time
+	mu        sync.Mutex
+	now       func() time.Time
+	window    time.Duration
+	failures  map[string][]time.Time // key -> the most recent failures, oldest first
+	pending   map[string]int         // key -> checks in flight
+	ended     chan struct{}          // closed (and replaced) whenever a check ends
+	lastSweep time.Time
 }
 
-func newLimiter(maxPerEmail, maxPerIP int, window time.Duration) *limiter {
+// bucket is one limit an attempt is counted against.
+type bucket struct {
+	key              string
+	max              int
+	clearedBySuccess bool // the account's or device's failures, not the client address's
+}
+
+func newLimiter(window time.Duration) *limiter {
 	return &limiter{
-		now:         time.Now,
-		maxPerEmail: maxPerEmail,
-		maxPerIP:    maxPerIP,
-		window:      window,
-		failures:    map[string][]time.Time{},
+		now:      time.Now,
+		window:   window,
+		failures: map[string][]time.Time{},
+		pending:  map[string]int{},
+		ended:    make(chan struct{}),
 	}
 }
 
-// attempt lets a login attempt through and counts it as a failure, or reports
-// how long to wait when either limit is reached.
-func (l *limiter) attempt(email, ip string) (wait time.Duration, ok bool) {
+// begin lets a check through, or reports how long to wait when a bucket is full of
+// failures (ok false). It blocks while the bucket's room is taken by checks in flight;
+// ctx ending first is reported as ctx's error. A check let through must end (end).
+func (l *limiter) begin(ctx context.Context, buckets ...bucket) (wait time.Duration, err error) {
+	for {
+		l.mu.Lock()
+		now := l.now()
+		l.sweep(now)
+		busy := false
+		for _, b := range buckets {
+			if b.max <= 0 {
+				continue
+			}
+			times := l.recent(b.key, now)
+			if len(times) >= b.max {
+				// The oldest failure that still counts expires first.
+				wait = max(wait, times[len(times)-b.max].Add(l.window).Sub(now))
+			} else if len(times)+l.pending[b.key] >= b.max {
+				busy = true
+			}
+		}
+		if wait > 0 {
+			l.mu.Unlock()
+			return wait, nil
+		}
+		if !busy {
+			for _, b := range buckets {
+				if b.max > 0 {
+					l.pending[b.key]++
+				}
+			}
+			l.mu.Unlock()
+			return 0, nil
+		}
+		ended := l.ended
+		l.mu.Unlock()
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// end closes a check begun with the same buckets: a failure counts in each of them,
+// a success clears them (the right password was given), an outcome that was not the
+// client's fault (the store was down) leaves them as they were.
+func (l *limiter) end(outcome outcome, buckets ...bucket) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	l.sweep(now)
-	for _, k := range []struct {
-		key string
-		max int
-	}{{"email:" + email, l.maxPerEmail}, {"ip:" + ip, l.maxPerIP}} {
-		if k.max <= 0 {
+	for _, b := range buckets {
+		if b.max <= 0 {
 			continue
 		}
-		times := l.recent(k.key, now)
-		if len(times) >= k.max {
-			// The oldest failure that still counts expires first.
-			wait = max(wait, times[len(times)-k.max].Add(l.window).Sub(now))
+		if l.pending[b.key]--; l.pending[b.key] <= 0 {
+			delete(l.pending, b.key)
+		}
+		switch outcome {
+		case failed:
+			l.record(b.key, b.max, now)
+		case succeeded:
+			if b.clearedBySuccess {
+				delete(l.failures, b.key)
+			}
 		}
 	}
-	if wait > 0 {
-		return wait, false
-	}
-	l.record("email:"+email, l.maxPerEmail, now)
-	l.record("ip:"+ip, l.maxPerIP, now)
-	return 0, true
+	close(l.ended)
+	l.ended = make(chan struct{})
 }
 
-// succeeded forgets the email's failures and takes back the IP's pending one.
-func (l *limiter) succeeded(email, ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.failures, "email:"+email)
-	l.dropLatest("ip:" + ip)
-}
+type outcome int
 
-// release takes back a pending attempt whose outcome was not the caller's fault.
-func (l *limiter) release(email, ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.dropLatest("email:" + email)
-	l.dropLatest("ip:" + ip)
-}
+const (
+	failed outcome = iota
+	succeeded
+	undecided
+)
 
 // recent prunes key's failures older than window and returns the rest.
 func (l *limiter) recent(key string, now time.Time) []time.Time {
@@ -94,25 +139,11 @@ func (l *limiter) recent(key string, now time.Time) []time.Time {
 
 // record adds a failure, keeping no more than max of them (all that matters).
 func (l *limiter) record(key string, max int, now time.Time) {
-	if max <= 0 {
-		return
-	}
 	times := append(l.failures[key], now)
 	if len(times) > max {
 		times = append([]time.Time(nil), times[len(times)-max:]...)
 	}
 	l.failures[key] = times
-}
-
-func (l *limiter) dropLatest(key string) {
-	times := l.failures[key]
-	switch len(times) {
-	case 0:
-	case 1:
-		delete(l.failures, key)
-	default:
-		l.failures[key] = times[:len(times)-1]
-	}
 }
 
 // sweep drops expired keys once per window so memory stays bounded.

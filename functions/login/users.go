@@ -29,6 +29,7 @@ var (
 	ErrUnknownUser   = errors.New("no such user")
 	ErrInvalidEmail  = errors.New("invalid email address")
 	ErrWeakPassword  = errors.New("password must be 8 to 72 bytes long")
+	ErrLastAdmin     = errors.New("the last admin cannot be deleted or demoted: make another user admin first")
 )
 
 const (
@@ -36,11 +37,16 @@ const (
 	minPasswordLen = 8
 	maxPasswordLen = 72 // bcrypt ignores everything after 72 bytes
 
-	usersDDL = `CREATE TABLE IF NOT EXISTS %s.users (
+	// email is compared byte for byte (utf8mb4_bin): under MySQL 8.4's default collation
+	// "cärol@" and "Carol@" would find carol's row. credential_version goes up with every
+	// password change, demotion and reset; tokens carry it and end when it moves on.
+	emailColumn = "email VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+	usersDDL    = `CREATE TABLE IF NOT EXISTS %s.users (
 	id BIGINT AUTO_INCREMENT PRIMARY KEY,
-	email VARCHAR(255) NOT NULL UNIQUE,
+	` + emailColumn + ` UNIQUE,
 	password_hash VARCHAR(255) NOT NULL,
 	is_admin BOOL NOT NULL DEFAULT FALSE,
+	credential_version BIGINT NOT NULL DEFAULT 0,
 	created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )`
 	erDupEntry = 1062 // MySQL/MariaDB: duplicate entry for a unique key
@@ -98,6 +104,47 @@ func Migrate(ctx context.Context, db *sql.DB, dbName string) error {
 	}
 	if _, err := db.ExecContext(ctx, fmt.Sprintf(usersDDL, q)); err != nil {
 		return fmt.Errorf("create table %s.users: %w", q, err)
+	}
+	return upgrade(ctx, db, dbName)
+}
+
+// upgrade brings a users table made by an older login up to date: the credential_version
+// column, and the binary collation of email. information_schema answers on MariaDB, MySQL
+// and go-mysql-server alike, where ADD COLUMN IF NOT EXISTS is MariaDB's only.
+func upgrade(ctx context.Context, db *sql.DB, dbName string) error {
+	q := quoteIdent(dbName)
+	var collation sql.NullString
+	var hasVersion bool
+	rows, err := db.QueryContext(ctx, "SELECT COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'users'", dbName)
+	if err != nil {
+		return fmt.Errorf("inspect %s.users: %w", q, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var coll sql.NullString
+		if err := rows.Scan(&name, &coll); err != nil {
+			return fmt.Errorf("inspect %s.users: %w", q, err)
+		}
+		switch strings.ToLower(name) {
+		case "email":
+			collation = coll
+		case "credential_version":
+			hasVersion = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("inspect %s.users: %w", q, err)
+	}
+	if !hasVersion {
+		if _, err := db.ExecContext(ctx, "ALTER TABLE "+q+".users ADD COLUMN credential_version BIGINT NOT NULL DEFAULT 0"); err != nil {
+			return fmt.Errorf("add %s.users.credential_version: %w", q, err)
+		}
+	}
+	if !strings.HasSuffix(strings.ToLower(collation.String), "_bin") {
+		if _, err := db.ExecContext(ctx, "ALTER TABLE "+q+".users MODIFY "+emailColumn); err != nil {
+			return fmt.Errorf("binary collation on %s.users.email: %w", q, err)
+		}
 	}
 	return nil
 }
@@ -177,17 +224,75 @@ func ListUsers(ctx context.Context, db *sql.DB) ([]User, error) {
 	return users, nil
 }
 
-// DeleteUser removes the user with this email, or reports ErrUnknownUser.
+// DeleteUser removes the user with this email, or reports ErrUnknownUser, or ErrLastAdmin.
 func DeleteUser(ctx context.Context, db *sql.DB, email string) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return ErrUnknownUser
 	}
-	res, err := db.ExecContext(ctx, "DELETE FROM users WHERE email = ?", email)
+	return changeKeepingAnAdmin(ctx, db, email, "DELETE FROM users WHERE email = ?", email)
+}
+
+// SetAdmin grants or takes away admin rights. Taking them ends the user's tokens
+// (credential_version) and is refused for the last admin (ErrLastAdmin).
+func SetAdmin(ctx context.Context, db *sql.DB, email string, admin bool) error {
+	email, err := NormalizeEmail(email)
 	if err != nil {
-		return fmt.Errorf("delete user: %w", err)
+		return ErrUnknownUser
 	}
-	return affectedOne(res)
+	if admin {
+		res, err := db.ExecContext(ctx, "UPDATE users SET is_admin = TRUE WHERE email = ?", email)
+		if err != nil {
+			return fmt.Errorf("set admin: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			_, err = lookupCredentials(ctx, db, email) // unchanged (already admin) or missing
+			return err
+		}
+		return err
+	}
+	return changeKeepingAnAdmin(ctx, db, email,
+		"UPDATE users SET is_admin = FALSE, credential_version = credential_version + 1 WHERE email = ?", email)
+}
+
+// changeKeepingAnAdmin runs statement (which deletes or demotes the user with email) in a
+// transaction that first locks the admins' rows, so two admins cannot remove each other at once.
+func changeKeepingAnAdmin(ctx context.Context, db *sql.DB, email, statement string, args ...any) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	var admins int
+	var targetAdmin bool
+	rows, err := tx.QueryContext(ctx, "SELECT email FROM users WHERE is_admin = TRUE FOR UPDATE")
+	if err != nil {
+		return fmt.Errorf("lock admins: %w", err)
+	}
+	for rows.Next() {
+		var e string
+		if err := rows.Scan(&e); err != nil {
+			rows.Close()
+			return fmt.Errorf("lock admins: %w", err)
+		}
+		admins++
+		targetAdmin = targetAdmin || e == email
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("lock admins: %w", err)
+	}
+	if targetAdmin && admins == 1 {
+		return ErrLastAdmin
+	}
+	res, err := tx.ExecContext(ctx, statement, args...)
+	if err != nil {
+		return fmt.Errorf("change user: %w", err)
+	}
+	if err := affectedOne(res); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // SetPassword replaces the password of the user with this email.
@@ -200,7 +305,8 @@ func SetPassword(ctx context.Context, db *sql.DB, email, password string, cost i
 	if err != nil {
 		return err
 	}
-	res, err := db.ExecContext(ctx, "UPDATE users SET password_hash = ? WHERE email = ?", hash, email)
+	// A new credential version ends every token issued before (validate and authorize check it).
+	res, err := db.ExecContext(ctx, "UPDATE users SET password_hash = ?, credential_version = credential_version + 1 WHERE email = ?", hash, email)
 	if err != nil {
 		return fmt.Errorf("set password: %w", err)
 	}
@@ -217,18 +323,20 @@ func CountUsers(ctx context.Context, db *sql.DB) (int, error) {
 	return n, nil
 }
 
-// credentials is what login needs to check a password.
+// credentials is what login needs to check a password and issue a token.
 type credentials struct {
-	id    int64
-	hash  []byte
-	admin bool
+	id      int64
+	email   string // as stored: the token carries this spelling
+	hash    []byte
+	admin   bool
+	version int64
 }
 
 // lookupCredentials returns the user's credentials, or ErrUnknownUser.
 func lookupCredentials(ctx context.Context, db *sql.DB, email string) (credentials, error) {
 	var c credentials
-	err := db.QueryRowContext(ctx, "SELECT id, password_hash, is_admin FROM users WHERE email = ?", email).
-		Scan(&c.id, &c.hash, &c.admin)
+	err := db.QueryRowContext(ctx, "SELECT id, email, password_hash, is_admin, credential_version FROM users WHERE email = ?", email).
+		Scan(&c.id, &c.email, &c.hash, &c.admin, &c.version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return credentials{}, ErrUnknownUser
 	}
@@ -238,17 +346,17 @@ func lookupCredentials(ctx context.Context, db *sql.DB, email string) (credentia
 	return c, nil
 }
 
-// currentAdmin returns is_admin of the user with this id and email, or ErrUnknownUser.
-func currentAdmin(ctx context.Context, db *sql.DB, id int64, email string) (bool, error) {
-	var admin bool
-	err := db.QueryRowContext(ctx, "SELECT is_admin FROM users WHERE id = ? AND email = ?", id, email).Scan(&admin)
+// currentUser returns is_admin and credential_version of the user with this id and
+// email, or ErrUnknownUser.
+func currentUser(ctx context.Context, db *sql.DB, id int64, email string) (admin bool, version int64, err error) {
+	err = db.QueryRowContext(ctx, "SELECT is_admin, credential_version FROM users WHERE id = ? AND email = ?", id, email).Scan(&admin, &version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, ErrUnknownUser
+		return false, 0, ErrUnknownUser
 	}
 	if err != nil {
-		return false, fmt.Errorf("look up user: %w", err)
+		return false, 0, fmt.Errorf("look up user: %w", err)
 	}
-	return admin, nil
+	return admin, version, nil
 }
 
 func openConfig(cfg *mysql.Config) (*sql.DB, error) {

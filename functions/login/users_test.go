@@ -92,10 +92,76 @@ func TestUserStore(t *testing.T) {
 	if n, err := CountUsers(ctx, db); err != nil || n != 2 {
 		t.Errorf("CountUsers = %d, %v", n, err)
 	}
-	if admin, err := currentAdmin(ctx, db, alice.ID, "alice@example.com"); err != nil || !admin {
-		t.Errorf("currentAdmin = %v, %v", admin, err)
+	if admin, version, err := currentUser(ctx, db, alice.ID, "alice@example.com"); err != nil || !admin || version != 0 {
+		t.Errorf("currentUser = %v, %v, %v", admin, version, err)
 	}
-	if _, err := currentAdmin(ctx, db, alice.ID, "bob@example.com"); !errors.Is(err, ErrUnknownUser) {
-		t.Errorf("currentAdmin(wrong email) = %v", err)
+	if _, _, err := currentUser(ctx, db, alice.ID, "bob@example.com"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("currentUser(wrong email) = %v", err)
+	}
+}
+
+// TestEmailsAreBytes: under a case- and accent-insensitive collation (MySQL 8.4's default,
+// MariaDB's utf8mb4_general_ci) "cärol@" found carol's row, and the token carried the
+// variant spelling. The migration turns an older table's email column binary, keeps its
+// rows and adds credential_version; after it the two addresses are two users.
+func TestEmailsAreBytes(t *testing.T) {
+	ctx := context.Background()
+	dsn := testDSN(t)
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := cfg.Clone()
+	server.DBName = ""
+	admin, err := openConfig(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	q := quoteIdent(cfg.DBName)
+	for _, stmt := range []string{
+		"CREATE DATABASE " + q,
+		// The table as the previous login made it, under an insensitive collation.
+		"CREATE TABLE " + q + `.users (
+	id BIGINT AUTO_INCREMENT PRIMARY KEY,
+	email VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL UNIQUE,
+	password_hash VARCHAR(255) NOT NULL,
+	is_admin BOOL NOT NULL DEFAULT FALSE,
+	created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)`,
+	} {
+		if _, err := admin.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	db, err := OpenDB(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	carol, err := AddUser(ctx, db, "carol@example.com", "carols password", false, bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent
+		if err := MigrateDSN(ctx, dsn); err != nil {
+			t.Fatalf("MigrateDSN over the old table: %v", err)
+		}
+	}
+	// go-mysql-server's sessions keep the schema they saw: a new pool, as login has.
+	db.Close()
+	if db, err = OpenDB(dsn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookupCredentials(ctx, db, "cärol@example.com"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("cärol@ finds a row: %v", err)
+	}
+	other, err := AddUser(ctx, db, "cärol@example.com", "another password", false, bcrypt.MinCost)
+	if err != nil {
+		t.Fatalf("cärol@ next to carol@: %v", err)
+	}
+	c, err := lookupCredentials(ctx, db, "carol@example.com")
+	if err != nil || c.id != carol.ID || c.email != "carol@example.com" || c.version != 0 || other.ID == carol.ID {
+		t.Errorf("carol after the migration: %+v, %v (cärol is %d)", c, err, other.ID)
 	}
 }

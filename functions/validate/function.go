@@ -4,8 +4,13 @@
 //	GET|POST /validate               Authorization: Bearer <jwt> -> 200 claims | 401 | 503
 //	GET      /.well-known/jwks.json  -> {"keys": [RSA public key]} (404 with HS256)
 //
-// With MYSQL_DSN set it also checks that the token's user still exists, so the
-// tokens of a deleted user stop working; without it validation is cryptographic only.
+// With MYSQL_DSN set it also checks that the token's user still exists under the same
+// id and address, and that the token's credential version (cv) is the user's current one:
+// the tokens of a deleted user, and those issued before a password change, reset or
+// demotion, stop working at once (upload and download cache a yes for VALIDATE_CACHE_TTL,
+// 30 s, which is the bound on how long such a token may still be honoured there).
+// Without MYSQL_DSN validation is cryptographic only. The answer's sub is the user's id:
+// what files and jobs belong to.
 //
 // This file holds the lifecycle and the routes; token.go checks a token and answers,
 // keys.go loads the verification key, users.go asks MySQL whether the user still exists.
@@ -31,8 +36,9 @@ var Settings = []Setting{
 	{Name: "JWT_SECRET", Kind: KindText, Meaning: "HS256 instead of RS256 (at least 32 bytes)"},
 	{Name: "JWT_ISSUER", Kind: KindText, Default: "mp3converter", Meaning: "the iss claim required"},
 	{Name: "JWT_AUDIENCE", Kind: KindText, Default: "mp3converter", Meaning: "the aud claim required"},
+	{Name: "JWT_TTL", Kind: KindDuration, Default: "24h", Min: "1s", Meaning: "the longest lifetime (exp - iat) a token may claim: login's JWT_TTL"},
 	{Name: "JWT_LEEWAY", Kind: KindDuration, Default: "5s", Min: "0s", Max: "30s", Meaning: "clock skew allowed on exp, nbf and iat"},
-	{Name: "MYSQL_DSN", Kind: KindText, Meaning: "optional: when set, tokens of deleted users are refused (503 while MySQL is down)"},
+	{Name: "MYSQL_DSN", Kind: KindText, Meaning: "optional: when set, tokens of deleted users and tokens from before a password change or demotion are refused (503 while MySQL is down)"},
 }
 
 // Function is the validate function. Its zero value is not usable: call New, then Start.
@@ -49,7 +55,8 @@ type state struct {
 	issuer   string
 	audience string
 	leeway   time.Duration
-	db       *sql.DB // nil without MYSQL_DSN: no check that the user still exists
+	ttl      time.Duration // the longest lifetime a token may claim
+	db       *sql.DB       // nil without MYSQL_DSN: no check that the user still exists
 }
 
 // New returns a Function that serves 503 until Start has run.
@@ -98,6 +105,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		issuer:   set.text("JWT_ISSUER"),
 		audience: set.text("JWT_AUDIENCE"),
 		leeway:   set.duration("JWT_LEEWAY"),
+		ttl:      set.duration("JWT_TTL"),
 	}
 	if dsn := set.text("MYSQL_DSN"); dsn != "" {
 		if s.db, err = openDB(dsn); err != nil {

@@ -251,6 +251,11 @@ func attackCases(t testing.TB, id int64, email string) []tokenCase {
 		{"admin not a bool", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"admin": "true"}), nil), 401, invalid("malformed token")},
 		{"exp not a number", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"exp": "tomorrow"}), nil), 401, invalid("malformed token")},
 		{"token over 8 KiB", "Bearer " + huge, 401, invalid("token too large")},
+		{"valid, lifetime exactly JWT_TTL", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"exp": now.Add(24 * time.Hour).Unix(), "iat": now.Unix()}), nil), 200, ""},
+		{"lifetime beyond JWT_TTL", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"exp": now.Add(10 * 365 * 24 * time.Hour).Unix()}), nil), 401, invalid("token lifetime exceeds JWT_TTL")},
+		{"lifetime one second beyond JWT_TTL", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"exp": now.Add(24*time.Hour + time.Second).Unix(), "iat": now.Unix()}), nil), 401, invalid("token lifetime exceeds JWT_TTL")},
+		{"no iat (lifetime unknown)", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"iat": nil}), nil), 401, invalid("token is missing a required claim")},
+		{"cv not a number", "Bearer " + sign(t, jwt.SigningMethodRS256, key, with(good, jwt.MapClaims{"cv": "1"}), nil), 401, invalid("malformed token")},
 	}
 }
 
@@ -382,6 +387,57 @@ func TestUserStillExists(t *testing.T) {
 	}
 	if r := validate(t, srv.URL, "POST", carolToken); r.header.Get("WWW-Authenticate") != invalid("user no longer exists") {
 		t.Errorf("deleted user: WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
+	}
+}
+
+// TestSessionsEnd: a password change or reset and a demotion move the user's
+// credential_version on (login does it); tokens carrying an older one are refused at
+// once. A new account at a deleted user's address is a new id: the old tokens stay dead
+// and the answer's sub, which files and jobs belong to, differs.
+func TestSessionsEnd(t *testing.T) {
+	dsn := testDSN(t)
+	db := sqlOpen(t, dsn)
+	createUsersTable(t, db)
+	bob := insertUser(t, db, "bob@example.com", true)
+	carol := insertUser(t, db, "carol@example.com", false)
+	cfg := rsConfig()
+	cfg["MYSQL_DSN"] = dsn
+	_, srv := startFunction(t, cfg)
+	token := func(id int64, email string, cv int64) string {
+		return "Bearer " + sign(t, jwt.SigningMethodRS256, testKey(), with(loginClaims(id, email, true), jwt.MapClaims{"cv": cv}), nil)
+	}
+	before := token(bob, "bob@example.com", 0)
+	if r := validate(t, srv.URL, "POST", before); r.status != 200 {
+		t.Fatalf("before the change: %d %s", r.status, r.body)
+	}
+	exec(t, db, "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?", bob) // what login's SetPassword and SetAdmin do
+	if r := validate(t, srv.URL, "POST", before); r.status != 401 || r.header.Get("WWW-Authenticate") != invalid("token revoked") {
+		t.Errorf("token from before the change: %d %q", r.status, r.header.Get("WWW-Authenticate"))
+	}
+	if r := validate(t, srv.URL, "POST", token(bob, "bob@example.com", 1)); r.status != 200 {
+		t.Errorf("token issued after the change: %d %s", r.status, r.body)
+	}
+	if r := validate(t, srv.URL, "POST", token(bob, "bob@example.com", 2)); r.status != 401 {
+		t.Errorf("token claiming a future version: %d", r.status)
+	}
+
+	carolToken := token(carol, "carol@example.com", 0)
+	exec(t, db, "DELETE FROM users WHERE id = ?", carol)
+	again := insertUser(t, db, "carol@example.com", false)
+	if again == carol {
+		t.Fatalf("the new carol got the old id %d", carol)
+	}
+	if r := validate(t, srv.URL, "POST", carolToken); r.status != 401 {
+		t.Errorf("old carol's token after a new carol signed up: %d %s", r.status, r.body)
+	}
+	r := validate(t, srv.URL, "POST", token(again, "carol@example.com", 0))
+	if r.status != 200 || r.json(t)["sub"] != strconv.FormatInt(again, 10) {
+		t.Errorf("new carol: %d %s", r.status, r.body)
+	}
+
+	// Addresses are compared byte for byte: a look-alike spelling is not the user.
+	if r := validate(t, srv.URL, "POST", token(bob, "BOB@example.com", 1)); r.status != 401 {
+		t.Errorf("token naming bob's id with another spelling: %d %s", r.status, r.body)
 	}
 }
 

@@ -26,16 +26,24 @@ const (
 	minSecretBytes = 32
 )
 
-// tokenClaims are the claims of the auth contract.
+// tokenClaims are the claims of the auth contract. sub is the user's id (files and jobs
+// belong to it, not to the address); username is the address as stored; cv is the user's
+// credential version when the token was issued: a password change, reset or demotion moves
+// it on and so ends the token (absent in older tokens: 0).
 type tokenClaims struct {
-	Username string `json:"username"`
-	Admin    bool   `json:"admin"`
+	Username          string `json:"username"`
+	Admin             bool   `json:"admin"`
+	CredentialVersion int64  `json:"cv"`
 	jwt.RegisteredClaims
 }
 
-// parseToken verifies token (alg pinned, strict base64, iss and aud checked, exp required,
-// iat not in the future, leeway for clock skew) and decodes its claims into c.
-func parseToken(token string, c *tokenClaims, key jwt.Keyfunc, alg, issuer, audience string, leeway time.Duration) error {
+// errLifetimeTooLong: the token claims a longer life (exp - iat) than JWT_TTL.
+var errLifetimeTooLong = errors.New("token lifetime exceeds JWT_TTL")
+
+// parseToken verifies token (alg pinned, strict base64, iss and aud checked, exp and iat
+// required, iat not in the future, exp - iat at most maxLifetime, leeway for clock skew)
+// and decodes its claims into c.
+func parseToken(token string, c *tokenClaims, key jwt.Keyfunc, alg, issuer, audience string, leeway, maxLifetime time.Duration) error {
 	_, err := jwt.ParseWithClaims(token, c, key,
 		jwt.WithValidMethods([]string{alg}),
 		jwt.WithStrictDecoding(), // one token, one spelling: no unused base64 bits
@@ -44,7 +52,16 @@ func parseToken(token string, c *tokenClaims, key jwt.Keyfunc, alg, issuer, audi
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(leeway))
-	return err
+	if err != nil {
+		return err
+	}
+	if c.IssuedAt == nil {
+		return fmt.Errorf("%w: iat", jwt.ErrTokenRequiredClaimMissing)
+	}
+	if c.ExpiresAt.Sub(c.IssuedAt.Time) > maxLifetime {
+		return errLifetimeTooLong
+	}
+	return nil
 }
 
 // pemSetting returns the setting name, or the contents of the file named by name_FILE.

@@ -53,9 +53,10 @@ func testDSN(t *testing.T) string {
 func createUsersTable(t *testing.T, db *sql.DB) {
 	exec(t, db, `CREATE TABLE IF NOT EXISTS users (
 	id BIGINT AUTO_INCREMENT PRIMARY KEY,
-	email VARCHAR(255) NOT NULL UNIQUE,
+	email VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL UNIQUE,
 	password_hash VARCHAR(255) NOT NULL,
 	is_admin BOOL NOT NULL DEFAULT FALSE,
+	credential_version BIGINT NOT NULL DEFAULT 0,
 	created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )`)
 }

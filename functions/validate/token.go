@@ -46,7 +46,7 @@ func (s *state) handleValidate(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 		defer cancel()
-		current, err := userAdmin(ctx, s.db, id, c.Username)
+		current, version, err := currentUser(ctx, s.db, id, c.Username)
 		if errors.Is(err, errUserGone) {
 			invalidToken(w, "user no longer exists")
 			return
@@ -54,6 +54,10 @@ func (s *state) handleValidate(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			s.log.Warn("user store unavailable", "err", err)
 			writeError(w, http.StatusServiceUnavailable, "user store unavailable, try again")
+			return
+		}
+		if err == nil && version != c.CredentialVersion {
+			invalidToken(w, "token revoked")
 			return
 		}
 		admin = admin && current
@@ -97,7 +101,7 @@ func (s *state) verify(header string) (*tokenClaims, string) {
 		return nil, "token too large"
 	}
 	var c tokenClaims
-	if err := parseToken(token, &c, s.keys.keyFunc, s.keys.method.Alg(), s.issuer, s.audience, s.leeway); err != nil {
+	if err := parseToken(token, &c, s.keys.keyFunc, s.keys.method.Alg(), s.issuer, s.audience, s.leeway, s.ttl); err != nil {
 		return nil, describe(err)
 	}
 	if c.Username == "" || c.Subject == "" {
@@ -111,6 +115,8 @@ var errUnknownKid = errors.New("unknown key id")
 // describe turns a jwt error into an error_description (RFC 6750 §3: no quotes or backslashes).
 func describe(err error) string {
 	switch {
+	case errors.Is(err, errLifetimeTooLong):
+		return "token lifetime exceeds JWT_TTL"
 	case errors.Is(err, errUnknownKid):
 		return "unknown key id"
 	case errors.Is(err, jwt.ErrTokenMalformed):

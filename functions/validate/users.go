@@ -12,15 +12,15 @@ import (
 
 var errUserGone = errors.New("user no longer exists")
 
-// userAdmin returns the current is_admin of the user with this id and email.
+// currentUser returns the current is_admin and credential_version of the user with this
+// id and email (compared byte for byte: login's migration makes the column utf8mb4_bin).
 // A missing table is an error (MySQL not ready), not a missing user.
-func userAdmin(ctx context.Context, db *sql.DB, id int64, email string) (bool, error) {
-	var admin bool
-	err := db.QueryRowContext(ctx, "SELECT is_admin FROM users WHERE id = ? AND email = ?", id, email).Scan(&admin)
+func currentUser(ctx context.Context, db *sql.DB, id int64, email string) (admin bool, version int64, err error) {
+	err = db.QueryRowContext(ctx, "SELECT is_admin, credential_version FROM users WHERE id = ? AND email = ?", id, email).Scan(&admin, &version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, errUserGone
+		return false, 0, errUserGone
 	}
-	return admin, err
+	return admin, version, err
 }
 
 // openDB returns a pool for dsn (parseTime forced, 5 s dial timeout). It does not dial.

@@ -16,6 +16,7 @@ import (
 	notify "mp3converter/functions/notify"
 	upload "mp3converter/functions/upload"
 	validate "mp3converter/functions/validate"
+	web "mp3converter/functions/web"
 	"mp3converter/internal/kit"
 )
 
@@ -44,6 +45,7 @@ var functions = map[string][]kit.Setting{
 	"notify":   declared(notify.Settings),
 	"upload":   declared(upload.Settings),
 	"validate": declared(validate.Settings),
+	"web":      declared(web.Settings),
 }
 
 // Variables a Service sets for the runtime, not for Start.

@@ -17,6 +17,7 @@ var Copies = map[string][]string{
 	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
 	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfswrite.go"},
 	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
+	"web":      {"settings.go", "httperr.go", "lifecycle.go"},
 }
 
 // Generated returns every copy the table produces, keyed by its path relative to root (the

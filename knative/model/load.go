@@ -23,6 +23,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"knative.dev/pkg/apis"
@@ -33,15 +34,16 @@ import (
 // Kinds maps "apiVersion/kind" to a constructor of the Go type of every
 // kind knative/ may hold.
 var Kinds = map[string]func() any{
-	"v1/Namespace":                       func() any { return &corev1.Namespace{} },
-	"v1/ConfigMap":                       func() any { return &corev1.ConfigMap{} },
-	"v1/Secret":                          func() any { return &corev1.Secret{} },
-	"v1/Service":                         func() any { return &corev1.Service{} },
-	"apps/v1/StatefulSet":                func() any { return &appsv1.StatefulSet{} },
-	"serving.knative.dev/v1/Service":     func() any { return &servingv1.Service{} },
-	"eventing.knative.dev/v1/Broker":     func() any { return &Broker{} },
-	"eventing.knative.dev/v1/Trigger":    func() any { return &Trigger{} },
-	"sources.knative.dev/v1/SinkBinding": func() any { return &SinkBinding{} },
+	"v1/Namespace":                                       func() any { return &corev1.Namespace{} },
+	"v1/ConfigMap":                                       func() any { return &corev1.ConfigMap{} },
+	"v1/Secret":                                          func() any { return &corev1.Secret{} },
+	"v1/Service":                                         func() any { return &corev1.Service{} },
+	"apps/v1/StatefulSet":                                func() any { return &appsv1.StatefulSet{} },
+	"networking.k8s.io/v1/NetworkPolicy":                 func() any { return &networkingv1.NetworkPolicy{} },
+	"serving.knative.dev/v1/Service":                     func() any { return &servingv1.Service{} },
+	"eventing.knative.dev/v1/Broker":                     func() any { return &Broker{} },
+	"eventing.knative.dev/v1/Trigger":                    func() any { return &Trigger{} },
+	"sources.knative.dev/v1/SinkBinding":                 func() any { return &SinkBinding{} },
 	"eventing.knative.dev/v1alpha1/RabbitmqBrokerConfig": func() any { return &RabbitmqBrokerConfig{} },
 	"rabbitmq.com/v1beta1/RabbitmqCluster":               func() any { return &RabbitmqCluster{} },
 }

@@ -271,6 +271,18 @@ func (m *Manifests) configMapKeysUsed() *apis.FieldError {
 				}
 			}
 		}
+		// A ConfigMap mounted as a volume is read as files: all its keys, or the items named.
+		for _, v := range spec.Volumes {
+			if v.ConfigMap == nil {
+				continue
+			}
+			if len(v.ConfigMap.Items) == 0 {
+				used[v.ConfigMap.Name+"/*"] = true
+			}
+			for _, it := range v.ConfigMap.Items {
+				used[v.ConfigMap.Name+"/"+it.Key] = true
+			}
+		}
 	}
 	var errs *apis.FieldError
 	for _, o := range m.Objects {
@@ -279,7 +291,7 @@ func (m *Manifests) configMapKeysUsed() *apis.FieldError {
 			continue
 		}
 		for _, k := range sortedKeys(cm.Data) {
-			if !used[cm.Name+"/"+k] {
+			if !used[cm.Name+"/"+k] && !used[cm.Name+"/*"] {
 				errs = errs.Also(o.Via(apis.ErrGeneric("no container reads this key", "data."+k)))
 			}
 		}

@@ -64,9 +64,9 @@ func TestFuncDeployFitsThePlatform(t *testing.T) {
 	}
 }
 
-// PublicFunctions have a route from outside the cluster; the others are
+// PublicFunctions have a route from outside the cluster (web, the entry point); the others are
 // cluster-local (networking.knative.dev/visibility).
-var PublicFunctions = []string{"login", "upload", "download"}
+var PublicFunctions = []string{"web"}
 
 const visibilityLabel = "networking.knative.dev/visibility"
 

@@ -203,7 +203,7 @@ func TestFuncYAMLComparison(t *testing.T) {
 // exists.
 func TestFuncYAMLRuleRejects(t *testing.T) {
 	var cases []brokenCase
-	for _, name := range []string{"login", "validate", "upload", "download", "convert", "notify"} {
+	for _, name := range []string{"login", "validate", "upload", "download", "convert", "notify", "web"} {
 		if _, err := os.Stat(filepath.Join(repo.Functions, name, "func.yaml")); err != nil {
 			continue
 		}

@@ -63,15 +63,16 @@ func TestLoadFindsEveryManifest(t *testing.T) {
 		count[o.APIVersion+"/"+o.Kind]++
 	}
 	want := map[string]int{
-		"serving.knative.dev/v1/Service":                     6,
+		"serving.knative.dev/v1/Service":                     7,
 		"eventing.knative.dev/v1/Broker":                     1,
 		"eventing.knative.dev/v1/Trigger":                    3,
 		"sources.knative.dev/v1/SinkBinding":                 1,
 		"eventing.knative.dev/v1alpha1/RabbitmqBrokerConfig": 1,
 		"rabbitmq.com/v1beta1/RabbitmqCluster":               1,
 		"apps/v1/StatefulSet":                                2,
+		"networking.k8s.io/v1/NetworkPolicy":                 4,
 		"v1/Service":                                         2,
-		"v1/ConfigMap":                                       1,
+		"v1/ConfigMap":                                       2,
 		"v1/Namespace":                                       1,
 	}
 	for k, n := range want {
@@ -634,6 +635,9 @@ func TestStrictDecoding(t *testing.T) {
 		{"rabbitmq-broker-config.yaml", "  queueType: quorum", "  queueType: quorum\n  queue: x", `unknown field "queue"`},
 		{"mysql.yaml", "  serviceName: mysql", "  serviceName: mysql\n  serviceNames: mysql", `mysql\.yaml#2: StatefulSet mysql: .*unknown field "serviceNames"`},
 		{"config.yaml", "\ndata:", "\ndta:", `unknown field "dta"`},
+		{"networkpolicies.yaml", "  - from:\n    - podSelector:\n        matchExpressions:\n        - {key: app.kubernetes.io/name, operator: In, values: [upload, login, sweep]}", "  - form:\n    - podSelector: {}", `NetworkPolicy broker-ingress-from-producers: .*unknown field "form"`},
+		{"networkpolicies.yaml", "  policyTypes: [Ingress]", "  policyType: [Ingress]", `unknown field "policyType"`},
+		{"networkpolicies.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy", "apiVersion: extensions/v1beta1\nkind: NetworkPolicy", `NetworkPolicy|networking.k8s.io/v1`},
 		{"namespace.yaml", "  name: mp3converter", "  name: mp3converter\n  name: mp3", `duplicate|already set`},
 		{"mongodb.yaml", "apiVersion: apps/v1\nkind: StatefulSet", "apiVersion: apps/v1\nkind: Deployment", `unknown kind "Deployment"`},
 	}
@@ -673,7 +677,7 @@ func TestSecretExamplesHoldEveryKey(t *testing.T) {
 	m := load(t)
 	want := map[string][]string{
 		"mp3converter-mysql":   {"MYSQL_DSN", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"},
-		"mp3converter-mongodb": {"MONGODB_URI", "MONGO_INITDB_ROOT_PASSWORD", "MONGO_INITDB_ROOT_USERNAME"},
+		"mp3converter-mongodb": {"MONGODB_URI", "MONGO_APP_PASSWORD", "MONGO_APP_USERNAME", "MONGO_INITDB_ROOT_PASSWORD", "MONGO_INITDB_ROOT_USERNAME"},
 		"mp3converter-jwt":     {"JWT_PRIVATE_KEY", "JWT_PUBLIC_KEY"},
 		"mp3converter-smtp":    {"SMTP_URL"},
 		"mp3converter-links":   {"LINK_SECRET", "LINK_SECRET_PREVIOUS"},

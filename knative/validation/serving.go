@@ -92,11 +92,12 @@ type ServiceExpectation struct {
 }
 
 // Expectations are per-Service requirements: convert converts one video per
-// pod for up to 10 minutes; upload and download move large files.
+// pod for up to 10 minutes; upload and download (and web, in front of them) move large files.
 var Expectations = map[string]ServiceExpectation{
 	"convert":  {ContainerConcurrency: ptrInt64(1), TimeoutSeconds: MaxRevisionTimeoutSeconds},
 	"upload":   {TimeoutSeconds: MaxRevisionTimeoutSeconds},
 	"download": {TimeoutSeconds: MaxRevisionTimeoutSeconds},
+	"web":      {TimeoutSeconds: MaxRevisionTimeoutSeconds}, // uploads and downloads pass through it
 }
 
 func ptrInt64(v int64) *int64 { return &v }

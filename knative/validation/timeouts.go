@@ -21,6 +21,7 @@ var InternalTimeouts = map[string]string{
 	"convert":  "CONVERT_TIMEOUT",
 	"upload":   "UPLOAD_TIMEOUT",
 	"download": "DOWNLOAD_TIMEOUT",
+	"web":      "TRANSFER_TIMEOUT",
 }
 
 // TimeoutMargin is the time a function needs after its own deadline to

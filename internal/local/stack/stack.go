@@ -1,7 +1,7 @@
-// Package stack runs the whole system in one process: the six functions,
-// each behind the func-go-compatible host on a loopback port of its own, the
-// local Broker that routes their events by the Triggers in knative/, a gateway
-// that routes paths like the cluster's ingress, and embedded stand-ins for
+// Package stack runs the whole system in one process: the seven functions,
+// each behind the func-go-compatible host on a loopback port of its own (web,
+// the public entry point, on the stack's address), the local Broker that
+// routes their events by the Triggers in knative/, and embedded stand-ins for
 // every backing service that the environment does not name.
 package stack
 
@@ -23,16 +23,16 @@ import (
 	"time"
 
 	"mp3converter/internal/local/funchost"
-	"mp3converter/internal/local/gateway"
 	"mp3converter/internal/local/standins"
 
 	login "mp3converter/functions/login"
+	web "mp3converter/functions/web"
 )
 
 // Config says where the stack listens, keeps its data, and which real
 // services to use instead of the embedded ones.
 type Config struct {
-	Addr    string            // the gateway, e.g. 127.0.0.1:8080
+	Addr    string            // the public address (the web function), e.g. 127.0.0.1:8080
 	DataDir string            // keys, FerretDB's files, the outbox
 	Env     map[string]string // the process environment: MYSQL_DSN, MONGODB_URI, RABBITMQ_URL, SMTP_URL, JWT_*, ...
 	Logger  *slog.Logger
@@ -46,13 +46,13 @@ type Config struct {
 	BrokerPrefix string
 
 	// ShutdownGrace bounds each step of Close that waits for work in flight:
-	// the gateway's requests, then the Broker's deliveries. Default 10 s.
+	// web's requests, then the Broker's deliveries. Default 10 s.
 	ShutdownGrace time.Duration
 
 	// External names functions that run outside the stack, each at a base
 	// URL (e.g. {"convert": "http://127.0.0.1:9000"}, a process started with
 	// `mp3converter function convert`): the stack does not host them, the
-	// Broker and the gateway send their traffic there, and WaitReady does not
+	// Broker and web send their traffic there, and WaitReady does not
 	// wait for them. Such a process reads its own environment (MONGODB_URI,
 	// VALIDATE_URL, K_SINK, ...: see the Stack's fields).
 	External map[string]string
@@ -60,7 +60,7 @@ type Config struct {
 
 // Stack is a running local system.
 type Stack struct {
-	URL       string            // the gateway
+	URL       string            // the public address: the web function
 	Functions map[string]string // function name -> its own base URL
 	BrokerURL string            // the broker's ingress (K_SINK)
 	MailDir   string            // the outbox when SMTP_URL is unset
@@ -85,20 +85,6 @@ const defaultShutdownGrace = 10 * time.Second
 
 // functionNames in start order; each gets the instance its New() returns.
 var functionNames = funchost.Names
-
-// routes are the gateway's paths, as the ingress routes them in a cluster.
-// convert and notify have none: they receive events only through the Broker.
-var routes = []struct{ pattern, function string }{
-	{"/login", "login"},
-	{"/users", "login"},
-	{"/users/", "login"},
-	{"/validate", "validate"},
-	{"/.well-known/jwks.json", "validate"},
-	{"/upload", "upload"},
-	{"/download", "download"},
-	{"/jobs", "download"},
-	{"/jobs/", "download"},
-}
 
 // Start brings the stack up and returns once every part listens. Use
 // WaitReady to wait until every function reports ready, and Close to stop.
@@ -135,21 +121,30 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		return nil, err
 	}
 
-	gatewayListener, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w (is another stack running? choose another with --addr)", err)
-	}
-	s.URL = "http://" + gatewayListener.Addr().String()
+	// web, the entry point, listens on the public address; the others on loopback ports.
 	listeners := map[string]net.Listener{}
+	closeListeners := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
 	for _, name := range hosted {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr := "127.0.0.1:0"
+		if name == "web" {
+			addr = cfg.Addr
+		}
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			gatewayListener.Close()
+			closeListeners()
+			if name == "web" {
+				return nil, fmt.Errorf("web: %w (is another stack running? choose another with --addr)", err)
+			}
 			return nil, err
 		}
 		listeners[name] = ln
 		s.Functions[name] = "http://" + ln.Addr().String()
 	}
+	s.URL = s.Functions["web"]
 
 	grace := cfg.ShutdownGrace
 	if grace <= 0 {
@@ -157,10 +152,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	}
 	brokerURL, closeBroker, err := startBroker(ctx, cfg, s, env, grace)
 	if err != nil {
-		gatewayListener.Close()
-		for _, ln := range listeners {
-			ln.Close()
-		}
+		closeListeners()
 		return nil, err
 	}
 	s.BrokerURL = brokerURL
@@ -172,8 +164,16 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	env["PUBLIC_URL"] = valueOr(env["PUBLIC_URL"], s.URL)
 	env["MAIL_DIR"] = valueOr(env["MAIL_DIR"], s.MailDir)
 
+	// web's routes: each function's base URL (VALIDATE_URL too, where the others take the endpoint).
+	webEnv := map[string]string{}
+	for name, setting := range web.Upstreams {
+		webEnv[setting] = s.Functions[name]
+	}
+
 	fnCtx, stopFunctions := context.WithCancel(context.WithoutCancel(ctx))
+	webCtx, stopWeb := context.WithCancel(fnCtx)
 	stopped := make(chan struct{}, len(hosted))
+	webStopped := make(chan struct{})
 	for _, name := range hosted {
 		instance := cfg.Instances[name]
 		if instance == nil {
@@ -185,11 +185,23 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 			delete(fnEnv, "JWT_PRIVATE_KEY")
 			delete(fnEnv, "JWT_PRIVATE_KEY_FILE")
 		} else if fnEnv["TRUSTED_PROXY_HOPS"] == "" {
-			fnEnv["TRUSTED_PROXY_HOPS"] = "1" // the gateway appends the client to X-Forwarded-For
+			fnEnv["TRUSTED_PROXY_HOPS"] = "1" // web appends the client to X-Forwarded-For
+		}
+		serveCtx := fnCtx
+		if name == "web" {
+			serveCtx = webCtx
+			for k, v := range webEnv {
+				fnEnv[k] = v
+			}
 		}
 		go func() {
-			defer func() { stopped <- struct{}{} }()
-			err := funchost.Serve(fnCtx, funchost.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log,
+			defer func() {
+				if name == "web" {
+					close(webStopped)
+				}
+				stopped <- struct{}{}
+			}()
+			err := funchost.Serve(serveCtx, funchost.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log,
 				Concurrency: containerConcurrency[name]})
 			if err != nil {
 				s.errs <- err
@@ -197,24 +209,16 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		}()
 	}
 
-	var gwRoutes []gateway.Route
-	for _, rt := range routes {
-		target, _ := url.Parse(s.Functions[rt.function])
-		gwRoutes = append(gwRoutes, gateway.Route{Pattern: rt.pattern, Function: rt.function, Target: target})
-	}
-	gw := &http.Server{Handler: gateway.New(gwRoutes, log), ReadHeaderTimeout: 10 * time.Second}
-	go gw.Serve(gatewayListener)
-
 	// Shutdown order: stop taking requests; stop the Broker dispatching, so
 	// nothing is delivered to (or retried against) a function that is
 	// stopping; then the functions; then the backing services (already
 	// registered). Each wait for work in flight is bounded by grace.
 	s.closers = append([]func() error{
 		func() error {
-			sctx, cancel := context.WithTimeout(context.Background(), grace)
-			defer cancel()
-			if err := gw.Shutdown(sctx); err != nil {
-				gw.Close() // cut the requests still running
+			stopWeb() // its server lets the requests in flight finish
+			select {
+			case <-webStopped:
+			case <-time.After(grace): // the functions' own stop cuts what still runs
 			}
 			return nil
 		},
@@ -275,6 +279,9 @@ func (s *Stack) Close() error {
 func (s *Stack) useExternal(external map[string]string) (hosted []string, err error) {
 	s.external = map[string]bool{}
 	for name, raw := range external {
+		if name == "web" {
+			return nil, errors.New("external: web serves the stack's own address and cannot run outside it")
+		}
 		if _, err := funchost.New(name); err != nil {
 			return nil, fmt.Errorf("external: %w", err)
 		}

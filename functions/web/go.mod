@@ -1,0 +1,3 @@
+module mp3converter/functions/web
+
+go 1.26
