@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 const (
-	chunkSize      = 128 * 1024       // FerretDB needs chunks below the 255 KiB default for big files
 	storageTimeout = 30 * time.Second // one job insert or one cleanup
 	msgStorage     = "storage unavailable, try again"
 )
@@ -25,16 +23,12 @@ const (
 // removes whatever it wrote.
 func (s *state) store(ctx context.Context, username string, src *source) (bson.ObjectID, *httpError) {
 	fid := newFID()
-	bucket := s.videos.GridFSBucket() // per request: a bucket is not safe for concurrent uploads
-	// The stream outlives a client that hangs up, so that Abort can still delete its chunks.
+	// The writer outlives a client that hangs up, so that Abort can still delete its chunks.
+	// It holds one pooled 128 KiB chunk (kit_gridfswrite.go), where the driver's upload
+	// stream holds 16 MiB.
 	streamCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
-	up, err := bucket.OpenUploadStreamWithID(streamCtx, fid, src.name,
-		options.GridFSUpload().SetChunkSizeBytes(chunkSize).SetMetadata(bson.D{
-			{Key: "username", Value: username},
-			{Key: "filename", Value: src.name},
-			{Key: "content_type", Value: src.contentType},
-		}))
+	up, err := NewGridFSWriter(streamCtx, s.videos, "fs", fid)
 	if err != nil {
 		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 	}
@@ -46,7 +40,7 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 		}
 	}
 	if err != nil {
-		if aerr := up.Abort(); aerr != nil {
+		if aerr := up.Abort(streamCtx); aerr != nil {
 			s.cleanup(ctx, fid, false) // Abort could not delete its chunks: try once more
 		}
 		switch {
@@ -58,7 +52,12 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 			return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 		}
 	}
-	if err := up.Close(); err != nil {
+	err = up.Close(src.name, bson.D{
+		{Key: "username", Value: username},
+		{Key: "filename", Value: src.name},
+		{Key: "content_type", Value: src.contentType},
+	})
+	if err != nil {
 		s.cleanup(ctx, fid, false)
 		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 	}

@@ -16,7 +16,7 @@ var Copies = map[string][]string{
 	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
 	"sweep":    {"settings.go", "lifecycle.go", "jobstate.go"},
-	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go"},
+	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfswrite.go"},
 	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 	"web":      {"settings.go", "httperr.go", "lifecycle.go"},
 }
