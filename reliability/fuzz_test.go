@@ -118,7 +118,7 @@ func FuzzBrokerIngress(f *testing.F) {
 	}
 	b, err := broker.New(context.Background(), broker.Options{
 		Manifests: manifests,
-		Resolve:   broker.ResolveServices(map[string]string{"convert": sub.URL + "/", "notify": sub.URL + "/"}),
+		Resolve:   broker.ResolveServices(map[string]string{"convert": sub.URL + "/", "notify": sub.URL + "/", "sweep": sub.URL + "/"}),
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

@@ -112,7 +112,8 @@ func TestRedeliveryDropsClaimsOfAFinishedJob(t *testing.T) {
 	oid := bson.NewObjectID()
 	now := time.Now().UTC()
 	if _, err := videos.Collection("jobs").InsertOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "username", Value: stacktest.AdminEmail},
-		{Key: "filename", Value: "a.mp4"}, {Key: "state", Value: "done"}, {Key: "mp3_fid", Value: oid.Hex()},
+		{Key: "filename", Value: "a.mp4"}, {Key: "content_type", Value: "video/mp4"}, {Key: "size", Value: int64(10)},
+		{Key: "state", Value: "done"}, {Key: "mp3_fid", Value: oid.Hex()},
 		{Key: "attempts", Value: int32(1)}, {Key: "created_at", Value: now}, {Key: "updated_at", Value: now}}); err != nil {
 		t.Fatal(err)
 	}

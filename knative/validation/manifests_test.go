@@ -63,7 +63,7 @@ func TestLoadFindsEveryManifest(t *testing.T) {
 		count[o.APIVersion+"/"+o.Kind]++
 	}
 	want := map[string]int{
-		"serving.knative.dev/v1/Service":                     7,
+		"serving.knative.dev/v1/Service":                     8,
 		"eventing.knative.dev/v1/Broker":                     1,
 		"eventing.knative.dev/v1/Trigger":                    3,
 		"sources.knative.dev/v1/SinkBinding":                 3,

@@ -44,8 +44,8 @@ func TestFunctionShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) != 7 {
-		t.Errorf("functions: %v, want the seven", names)
+	if len(names) != 8 {
+		t.Errorf("functions: %v, want the eight", names)
 	}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
