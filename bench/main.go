@@ -36,6 +36,7 @@ var groups = []struct {
 }{
 	{"convert", (*bench).conversion},
 	{"upload", (*bench).upload},
+	{"frontdoor", (*bench).frontDoor},
 	{"download", (*bench).download},
 	{"auth", (*bench).auth},
 	{"coldstart", (*bench).coldStart},
