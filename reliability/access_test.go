@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	login "mp3converter/functions/login"
 	"mp3converter/internal/stacktest"
 )
 
@@ -126,5 +128,51 @@ func TestDeletedUsersTokensStopWorking(t *testing.T) {
 		}
 		r.figure("%s %s refused %s after the deletion (VALIDATE_CACHE_TTL=%s)", req.method, req.path,
 			time.Since(deleted).Round(100*time.Millisecond), sharedCacheTTL)
+	}
+}
+
+// A user deleted and made again under the same address is a new account: it sees none of
+// the old one's files (issue 17). The deletion here is the one that publishes no
+// user.deleted (`mp3converter user delete` straight in MySQL), so the sweep never removes
+// the old files and only ownership by id keeps them out of the new account's reach; by
+// address, the new account would list, read and download them all.
+func TestNewAccountAtADeletedUsersAddressSeesNothingOld(t *testing.T) {
+	r := record(t, "access: a new account at a deleted user's address sees none of the old one's files")
+	s := sharedSystem(t)
+	email := "reborn-" + stacktest.RandomHex(3) + "@example.com"
+	old := s.AddUser(t, email)
+	fid := s.Upload(t, old, clip(t, 2), "old.mp4")
+	if job := s.WaitJob(t, old, fid, 2*time.Minute); job.State != "done" {
+		t.Fatalf("the old account's job = %v", job)
+	}
+
+	db, err := login.OpenDB(s.mysqlDirect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := login.DeleteUser(context.Background(), db, email); err != nil {
+		t.Fatal("deleting the user in MySQL:", err)
+	}
+	reborn := s.AddUser(t, email)
+
+	missing := s.do("GET", "/jobs/"+bson.NewObjectID().Hex(), reborn, nil)
+	for _, path := range []string{"/jobs/" + fid, "/download?fid=" + fid} {
+		r.Runs++
+		if a := s.do("GET", path, reborn, nil); a.status != http.StatusNotFound || !bytes.Equal(a.body, missing.body) {
+			r.Failures++
+			t.Errorf("GET %s as the new account: %s, want the 404 of a missing id", path, a)
+		}
+	}
+	r.Runs++
+	list := s.do("GET", "/jobs?limit=100", reborn, nil)
+	if list.status != http.StatusOK || bytes.Contains(list.body, []byte(fid)) {
+		r.Failures++
+		t.Errorf("GET /jobs as the new account: %s, want a list without %s", list, fid)
+	}
+	r.Runs++
+	if a := s.do("GET", "/jobs/"+fid, s.AdminToken, nil); a.status != http.StatusOK {
+		r.Lost++
+		t.Errorf("the old file is gone for the admin too: %s", a)
 	}
 }

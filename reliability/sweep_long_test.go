@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -26,7 +28,7 @@ func TestSweepRecoversEventsLostWithTheInMemoryBroker(t *testing.T) {
 	// memory, retried, and are lost when the stack stops.
 	dead := stacktest.FreeAddr(t)
 	s := newSystem(t, sysOptions{env: map[string]string{"SWEEP_GRACE": "1s"}, external: map[string]string{"convert": "http://" + dead}})
-	const n = 5
+	const n = 20 // as many as issue 20 asks for
 	var fids []string
 	for i := range n {
 		fids = append(fids, s.Upload(t, s.AdminToken, clip(t, 2), fmt.Sprintf("queued-%d.mp4", i)))
@@ -155,4 +157,57 @@ func TestSweepRemovesOrphansAndNothingLive(t *testing.T) {
 		r.Failures++
 		t.Errorf("download of the live MP3: %s", a)
 	}
+}
+
+// upload is SIGKILLed after it stored the video and the job and before the broker accepted
+// the event (issue 20). upload runs alone (`mp3converter function upload`, the stack's
+// External option) with a gate as its K_SINK: the gate holds the event's request until the
+// test has killed the process, so the crash lands at that point every time, with no timing.
+// The event never reaches the broker; the sweep re-drives the job: one MP3, one email.
+func TestSweepRedrivesAnUploadKilledBeforeItsEventWasAccepted(t *testing.T) {
+	r := record(t, "crash: upload SIGKILLed between storing and the broker accepting its event: the sweep re-drives it")
+	addr := stacktest.FreeAddr(t)
+	s := newSystem(t, sysOptions{env: map[string]string{"SWEEP_GRACE": "1s"}, external: map[string]string{"upload": "http://" + addr}})
+
+	held := make(chan string, 10) // the ids of the events upload tried to publish
+	release := make(chan struct{})
+	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		held <- req.Header.Get("Ce-Id")
+		<-release
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(gate.Close)
+	t.Cleanup(func() { close(release) }) // runs first: the gate's handlers return
+
+	upload := startChild(t, map[string]string{
+		"PATH": os.Getenv("PATH"), "LISTEN_ADDRESS": addr, "MP3C_LOG_LEVEL": "info",
+		"MONGODB_URI": s.mongoURI, "MONGODB_DB_PREFIX": s.prefix, "VALIDATE_URL": s.URL + "/validate", "K_SINK": gate.URL,
+	}, "function", "upload")
+	upload.WaitReady(t, "http://"+addr+"/health/readiness", time.Minute)
+
+	answered := make(chan answer, 1)
+	go func() { answered <- s.upload(s.AdminToken, clip(t, 2), "killed-upload.mp4") }()
+	var fid string
+	select {
+	case fid = <-held:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("upload published nothing within 2 minutes")
+	}
+	upload.Kill()
+	r.Runs = 1
+	if a := <-answered; a.status == http.StatusAccepted {
+		t.Fatalf("the killed upload answered %s", a)
+	}
+	if st := s.jobState(t, fid); st != "uploaded" {
+		t.Fatalf("job %s is %q after the kill, want uploaded: the kill missed its point", fid, st)
+	}
+	r.figure("killed while its video.uploaded %s was at the broker's door; job stored, state uploaded", fid)
+
+	s.sweepUntil(t, 3*time.Minute, func() bool { return s.jobState(t, fid) == "done" })
+	if st := s.jobState(t, fid); st != "done" {
+		r.Lost++
+		t.Fatalf("job %s is %s after the sweep's re-drives, want done", fid, st)
+	}
+	s.waitMails(t, fid, 1, time.Minute)
+	s.checkOneMP3AndOneEmail(t, r, fid)
 }

@@ -49,7 +49,7 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 	}
 	now := time.Now().UTC()
 	lease := now.Add(d.lease)
-	n, heldUntil, err := d.claim(claimCtx, oid, d.job.Username, d.job.Attempts, now, lease)
+	n, heldUntil, err := d.claim(claimCtx, oid, d.job.owner(), d.job.Attempts, now, lease)
 	if err != nil {
 		return d.storageError("cannot claim the job", err)
 	}
@@ -133,7 +133,7 @@ func (d *delivery) renewClaim(ctx context.Context, lost context.CancelFunc, leas
 // claim takes the claim that follows the job's last one (attempt `after`): a live claim means
 // another delivery is converting; an expired one is skipped; the first free number is inserted.
 // It returns the claim's attempt number, or 0 and the end of the live claim of another delivery.
-func (s *state) claim(ctx context.Context, oid bson.ObjectID, username string, after int32, now, lease time.Time) (int32, time.Time, error) {
+func (s *state) claim(ctx context.Context, oid bson.ObjectID, owner string, after int32, now, lease time.Time) (int32, time.Time, error) {
 	claims := s.claims()
 	n := after
 	for range 100 {
@@ -151,7 +151,7 @@ func (s *state) claim(ctx context.Context, oid bson.ObjectID, username string, a
 			// Missing (the job finished and its claims were dropped) or over (crashed or gave up).
 		}
 		n++
-		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: claimID(oid, n)}, {Key: "video_fid", Value: oid}, {Key: "username", Value: username},
+		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: claimID(oid, n)}, {Key: "video_fid", Value: oid}, {Key: "owner", Value: owner},
 			{Key: "attempt", Value: n}, {Key: "lease_until", Value: lease}, {Key: "created_at", Value: now}})
 		if err == nil {
 			return n, time.Time{}, nil
@@ -171,7 +171,7 @@ func (s *state) claim(ctx context.Context, oid bson.ObjectID, username string, a
 // get the converters. ok is false when the claim was withdrawn (or could not be checked).
 func (d *delivery) fairShare(ctx context.Context, oid bson.ObjectID, attempt int32, now time.Time) (result, bool) {
 	mine := claimID(oid, attempt)
-	cur, err := d.claims().Find(ctx, bson.D{{Key: "username", Value: d.job.Username},
+	cur, err := d.claims().Find(ctx, bson.D{{Key: "owner", Value: d.job.owner()},
 		{Key: "lease_until", Value: bson.D{{Key: "$gt", Value: now}}}, {Key: "video_fid", Value: bson.D{{Key: "$ne", Value: oid}}}})
 	var others []struct {
 		ID        string    `bson:"_id"`

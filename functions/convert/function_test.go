@@ -180,7 +180,7 @@ func (e *env) seed(file, filename, contentType string) map[string]any {
 	st, _ := src.Stat()
 	now := time.Now().UTC()
 	_, err = e.videos().Collection("jobs").InsertOne(ctx, bson.D{
-		{Key: "_id", Value: id}, {Key: "username", Value: username}, {Key: "filename", Value: filename},
+		{Key: "_id", Value: id}, {Key: "owner_id", Value: "1"}, {Key: "username", Value: username}, {Key: "filename", Value: filename},
 		{Key: "content_type", Value: contentType}, {Key: "size", Value: st.Size()}, {Key: "state", Value: "uploaded"},
 		{Key: "reason", Value: ""}, {Key: "mp3_fid", Value: ""}, {Key: "attempts", Value: int32(0)},
 		{Key: "created_at", Value: now}, {Key: "updated_at", Value: now},
@@ -463,7 +463,7 @@ func TestConvertMP4WithIndexAtEnd(t *testing.T) {
 		t.Errorf("reply data %v (stored %v, %.3f s)", data, doc, dur)
 	}
 	meta := toM(t, doc["metadata"])
-	if doc["filename"] != "holiday.mp3" || meta["username"] != "ada@example.com" || meta["video_fid"] != fid ||
+	if doc["filename"] != "holiday.mp3" || meta["owner_id"] != "1" || meta["username"] != "ada@example.com" || meta["video_fid"] != fid ||
 		meta["duration_seconds"] != data["duration_seconds"] {
 		t.Errorf("files document %v", doc)
 	}
@@ -1339,7 +1339,7 @@ func TestOneUserCannotHoldAllConverters(t *testing.T) {
 	second := e.seed(media["mp3"], "two.mp3", "audio/mpeg")
 	other := e.seed(media["mp3"], "bob.mp3", "audio/mpeg")
 	if _, err := e.videos().Collection("jobs").UpdateOne(context.Background(), bson.D{{Key: "_id", Value: oid(t, other["video_fid"].(string))}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "username", Value: "bob@example.com"}}}}); err != nil {
+		bson.D{{Key: "$set", Value: bson.D{{Key: "owner_id", Value: "2"}, {Key: "username", Value: "bob@example.com"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	other["username"] = "bob@example.com"

@@ -20,6 +20,7 @@ const retryBudget = 5 * time.Second
 // job is the part of a jobs document convert reads (events/job/schema.json).
 type job struct {
 	ID              bson.ObjectID `bson:"_id"`
+	OwnerID         string        `bson:"owner_id"` // absent on jobs stored before it existed
 	Username        string        `bson:"username"`
 	Filename        string        `bson:"filename"`
 	ContentType     string        `bson:"content_type"`
@@ -28,6 +29,15 @@ type job struct {
 	Reason          string        `bson:"reason"`
 	DurationSeconds float64       `bson:"duration_seconds"`
 	Attempts        int32         `bson:"attempts"`
+}
+
+// owner names the job's user for CONVERT_PER_USER: their id, or, for a job stored before
+// owner_id existed, their address.
+func (j job) owner() string {
+	if j.OwnerID != "" {
+		return "id:" + j.OwnerID
+	}
+	return "address:" + j.Username
 }
 
 func (s *state) jobs() *mongo.Collection { return s.videosDB().Collection("jobs") }

@@ -73,6 +73,9 @@ func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float6
 		{Key: "video_fid", Value: j.ID.Hex()},
 		{Key: "duration_seconds", Value: seconds},
 	}
+	if j.OwnerID != "" { // download lets the owner's id read it (the address alone, without)
+		meta = append(meta, bson.E{Key: "owner_id", Value: j.OwnerID})
+	}
 	bucket := s.mp3Bucket()
 	dst, err := bucket.OpenUploadStreamWithID(ctx, j.ID, mp3.Filename, options.GridFSUpload().SetMetadata(meta))
 	if err != nil {

@@ -32,8 +32,12 @@ const (
 	mib   = 1 << 20
 )
 
-// tokens the validate stub knows: the token is the user's name.
+// tokens the validate stub knows: the token is the user's name, and whether they are an
+// admin; "name#id" is an account with that name and another id (deleted and made again).
 var users = map[string]bool{alice: false, bob: false, admin: true}
+
+// userIDs are the users' ids, validate's sub: what files and jobs are owned by.
+var userIDs = map[string]string{alice: "1", bob: "2", admin: "3"}
 
 // testEnv is one started Function on a fresh database prefix, behind a real HTTP server,
 // with a stub validate.
@@ -70,7 +74,10 @@ func newEnv(t testing.TB, cfg map[string]string) *testEnv {
 
 	validate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.validateCalls.Add(1)
-		user := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		user, sub, _ := strings.Cut(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), "#")
+		if sub == "" {
+			sub = userIDs[user]
+		}
 		isAdmin, ok := users[user]
 		w.Header().Set("Content-Type", "application/json")
 		if !ok {
@@ -80,7 +87,7 @@ func newEnv(t testing.TB, cfg map[string]string) *testEnv {
 			return
 		}
 		now := time.Now().Unix()
-		_ = json.NewEncoder(w).Encode(map[string]any{"username": user, "admin": isAdmin, "sub": "1",
+		_ = json.NewEncoder(w).Encode(map[string]any{"username": user, "admin": isAdmin, "sub": sub,
 			"iss": "mp3converter", "aud": []string{"mp3converter"}, "iat": now, "nbf": now, "exp": now + 3600, "jti": "x"})
 	}))
 	t.Cleanup(validate.Close)
@@ -124,7 +131,7 @@ func (e *testEnv) putMP3(t testing.TB, owner, name string, data []byte) bson.Obj
 	fid := bson.NewObjectID()
 	up, err := e.mp3s.GridFSBucket().OpenUploadStreamWithID(ctx, fid, name, options.GridFSUpload().
 		SetChunkSizeBytes(128*1024).
-		SetMetadata(bson.D{{Key: "username", Value: owner}, {Key: "video_fid", Value: fid.Hex()}, {Key: "duration_seconds", Value: 61.5}}))
+		SetMetadata(bson.D{{Key: "owner_id", Value: userIDs[owner]}, {Key: "username", Value: owner}, {Key: "video_fid", Value: fid.Hex()}, {Key: "duration_seconds", Value: 61.5}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +149,7 @@ func (e *testEnv) putJob(t testing.TB, fid bson.ObjectID, owner, state, mp3FID s
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	doc := bson.D{
-		{Key: "_id", Value: fid}, {Key: "username", Value: owner}, {Key: "filename", Value: "clip " + fid.Hex()[20:] + ".mp4"},
+		{Key: "_id", Value: fid}, {Key: "owner_id", Value: userIDs[owner]}, {Key: "username", Value: owner}, {Key: "filename", Value: "clip " + fid.Hex()[20:] + ".mp4"},
 		{Key: "content_type", Value: "video/mp4"}, {Key: "size", Value: int64(1234)}, {Key: "state", Value: state},
 		{Key: "reason", Value: ""}, {Key: "mp3_fid", Value: mp3FID}, {Key: "attempts", Value: int32(1)},
 		{Key: "created_at", Value: now}, {Key: "updated_at", Value: now},
@@ -151,7 +158,7 @@ func (e *testEnv) putJob(t testing.TB, fid bson.ObjectID, owner, state, mp3FID s
 		doc = append(doc, bson.E{Key: "duration_seconds", Value: 61.5})
 	}
 	if state == "failed" {
-		doc[6].Value = "no audio stream"
+		doc[7].Value = "no audio stream"
 	}
 	if _, err := e.videos.Collection("jobs").InsertOne(context.Background(), doc); err != nil {
 		t.Fatal(err)
@@ -367,6 +374,60 @@ func TestOwnerAdminStranger(t *testing.T) {
 		if fmt.Sprint(ids(got.Jobs)) != fmt.Sprint(c.want) {
 			t.Errorf("%s GET /jobs%s: %v, want %v", c.user, c.query, ids(got.Jobs), c.want)
 		}
+	}
+}
+
+// A user deleted and made again under the same address is a new id: the old account's
+// job, MP3 and list stay out of its reach (issue 17). Jobs and MP3s stored before owner_id
+// existed match by address.
+func TestOwnedByTheUsersIDNotTheAddress(t *testing.T) {
+	e := newEnv(t, nil)
+	data := randomBytes(2000, 5)
+	oldFID := e.putMP3(t, alice, "old.mp3", data)
+	legacyFID := e.putMP3(t, alice, "legacy.mp3", data)
+	e.forgetOwnerID(t, legacyFID)
+	reborn := alice + "#77" // alice's address, a new account
+
+	_, missing := e.get(t, http.MethodGet, reborn, "/jobs/"+bson.NewObjectID().Hex())
+	for _, c := range []struct {
+		user, target string
+		status       int
+	}{
+		{reborn, "/jobs/" + oldFID.Hex(), 404},
+		{reborn, "/download?fid=" + oldFID.Hex(), 404},
+		{alice, "/jobs/" + oldFID.Hex(), 200},
+		{alice, "/download?fid=" + oldFID.Hex(), 200},
+		{alice, "/jobs/" + legacyFID.Hex(), 200},
+		{alice, "/download?fid=" + legacyFID.Hex(), 200},
+		{bob, "/jobs/" + legacyFID.Hex(), 404},
+		{bob, "/download?fid=" + legacyFID.Hex(), 404},
+	} {
+		resp, body := e.get(t, http.MethodGet, c.user, c.target)
+		if resp.StatusCode != c.status {
+			t.Errorf("%s GET %s: %d, want %d", c.user, c.target, resp.StatusCode, c.status)
+		}
+		if c.status == 404 && !bytes.Equal(body, missing) {
+			t.Errorf("%s GET %s: 404 body %s differs from a missing one's %s", c.user, c.target, body, missing)
+		}
+	}
+	if got := ids(e.listJobs(t, reborn, "/jobs").Jobs); fmt.Sprint(got) != fmt.Sprint([]bson.ObjectID{legacyFID}) {
+		t.Errorf("the new account lists %v, want only the job stored before owner_id %v", got, legacyFID)
+	}
+	if got := ids(e.listJobs(t, alice, "/jobs").Jobs); fmt.Sprint(got) != fmt.Sprint([]bson.ObjectID{legacyFID, oldFID}) {
+		t.Errorf("alice lists %v, want %v", got, []bson.ObjectID{legacyFID, oldFID})
+	}
+}
+
+// forgetOwnerID makes fid's job and MP3 look as they were stored before owner_id existed.
+func (e *testEnv) forgetOwnerID(t testing.TB, fid bson.ObjectID) {
+	t.Helper()
+	ctx := context.Background()
+	unset := func(field string) bson.D { return bson.D{{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}}} }
+	if _, err := e.videos.Collection("jobs").UpdateOne(ctx, bson.D{{Key: "_id", Value: fid}}, unset("owner_id")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mp3s.Collection("fs.files").UpdateOne(ctx, bson.D{{Key: "_id", Value: fid}}, unset("metadata.owner_id")); err != nil {
+		t.Fatal(err)
 	}
 }
 

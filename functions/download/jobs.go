@@ -16,6 +16,7 @@ import (
 type job struct {
 	ID              bson.ObjectID `bson:"_id" json:"-"`
 	VideoFID        string        `bson:"-" json:"video_fid"`
+	OwnerID         string        `bson:"owner_id" json:"-"`
 	Username        string        `bson:"username" json:"-"`
 	Filename        string        `bson:"filename" json:"filename"`
 	ContentType     string        `bson:"content_type" json:"content_type"`
@@ -69,7 +70,7 @@ func (s *state) listJobs(w http.ResponseWriter, r *http.Request, who identity) {
 	}
 	filter := bson.D{}
 	if all, _ := strconv.ParseBool(q.Get("all")); !all || !who.Admin {
-		filter = append(filter, bson.E{Key: "username", Value: who.Username})
+		filter = append(filter, ownedBy(who))
 	}
 	if v := q.Get("before"); v != "" {
 		before, ok := parseFID(w, v)
@@ -84,7 +85,10 @@ func (s *state) listJobs(w http.ResponseWriter, r *http.Request, who identity) {
 	jobs := s.videos.Collection("jobs")
 	if !s.jobsIndexed.Load() {
 		// Best effort, once per process: lists stay fast as the collection grows.
-		_, err := jobs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "username", Value: 1}, {Key: "_id", Value: -1}}})
+		_, err := jobs.Indexes().CreateMany(ctx, []mongo.IndexModel{
+			{Keys: bson.D{{Key: "owner_id", Value: 1}, {Key: "_id", Value: -1}}},
+			{Keys: bson.D{{Key: "username", Value: 1}, {Key: "_id", Value: -1}}}, // jobs stored before owner_id
+		})
 		if err == nil {
 			s.jobsIndexed.Store(true)
 		}

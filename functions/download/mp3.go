@@ -21,6 +21,7 @@ type fileDoc struct {
 	UploadDate time.Time     `bson:"uploadDate"`
 	Filename   string        `bson:"filename"`
 	Metadata   struct {
+		OwnerID  string `bson:"owner_id"`
 		Username string `bson:"username"`
 	} `bson:"metadata"`
 }
@@ -30,7 +31,7 @@ const msgExpired = "this MP3 was deleted after the retention period; upload the 
 
 // expiredOwner returns the owner of the job of fid when that job is expired (the sweep
 // deleted its MP3 after MP3_RETENTION); ok is false otherwise, or when it cannot tell.
-func (s *state) expiredOwner(ctx context.Context, fid bson.ObjectID) (owner string, ok bool) {
+func (s *state) expiredOwner(ctx context.Context, fid bson.ObjectID) (o owner, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var j job
@@ -74,14 +75,14 @@ func (s *state) downloadSigned(w http.ResponseWriter, r *http.Request) {
 	err = s.mp3s.Collection("fs.files").FindOne(ctx, bson.D{{Key: "_id", Value: fid}}).Decode(&doc)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
-		if owner, ok := s.expiredOwner(r.Context(), fid); ok && s.links.valid(fid.Hex(), owner, q.Get("exp"), q.Get("sig"), time.Now()) {
+		if owner, ok := s.expiredOwner(r.Context(), fid); ok && s.links.valid(fid.Hex(), owner.email, q.Get("exp"), q.Get("sig"), time.Now()) {
 			writeError(w, http.StatusGone, msgExpired)
 			return
 		}
 		writeError(w, http.StatusForbidden, msgBadLink)
 	case err != nil:
 		s.storageError(w, "find in mp3s.fs.files", err)
-	case !s.links.valid(fid.Hex(), doc.owner(), q.Get("exp"), q.Get("sig"), time.Now()):
+	case !s.links.valid(fid.Hex(), doc.owner().email, q.Get("exp"), q.Get("sig"), time.Now()):
 		s.log.Info("download link refused", "mp3_fid", fid.Hex()) // never the signature
 		writeError(w, http.StatusForbidden, msgBadLink)
 	default:

@@ -46,11 +46,18 @@ func (s *state) handleListUsers(ctx context.Context, w http.ResponseWriter, r *h
 
 // handleDeleteUser: DELETE /users/{email} (admin only).
 func (s *state) handleDeleteUser(ctx context.Context, w http.ResponseWriter, r *http.Request, c caller) {
+	// The id, for the event: the user's jobs and files are owned by it (0 if unknown).
+	var id int64
+	if email, err := NormalizeEmail(r.PathValue("email")); err == nil {
+		if u, err := lookupCredentials(ctx, s.db, email); err == nil {
+			id = u.id
+		}
+	}
 	if s.changed(w, DeleteUser(ctx, s.db, r.PathValue("email"))) {
 		email := strings.ToLower(r.PathValue("email"))
-		s.log.Info("user deleted", "by", c.email, "email", email)
+		s.log.Info("user deleted", "by", c.email, "email", email, "user_id", id)
 		// The user is gone either way; their files go when sweep gets the event.
-		if err := s.publishUserDeleted(context.WithoutCancel(ctx), email, time.Now()); err != nil {
+		if err := s.publishUserDeleted(context.WithoutCancel(ctx), email, id, time.Now()); err != nil {
 			s.log.Error("user.deleted not published: their jobs and files stay until it is", "email", email, "err", err)
 		}
 	}

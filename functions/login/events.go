@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -16,12 +17,17 @@ import (
 const userDeletedType = "dev.mp3converter.user.deleted"
 
 // publishUserDeleted sends user.deleted to the broker (K_SINK) as a binary-mode CloudEvent,
-// three attempts with a short backoff. Without K_SINK it does nothing.
-func (s *state) publishUserDeleted(ctx context.Context, email string, at time.Time) error {
+// three attempts with a short backoff. Without K_SINK it does nothing. The data names the
+// user's id, what their jobs and files are owned by (0: unknown, left out), and address.
+func (s *state) publishUserDeleted(ctx context.Context, email string, userID int64, at time.Time) error {
 	if s.sink == "" {
 		return nil
 	}
-	data, _ := json.Marshal(map[string]string{"username": email})
+	fields := map[string]string{"username": email}
+	if userID != 0 {
+		fields["user_id"] = strconv.FormatInt(userID, 10)
+	}
+	data, _ := json.Marshal(fields)
 	var id [16]byte
 	_, _ = rand.Read(id[:])
 	var err error

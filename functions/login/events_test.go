@@ -1,6 +1,8 @@
 package function
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -38,6 +40,17 @@ func TestDeleteUserPublishesUserDeleted(t *testing.T) {
 	addUser(t, f, carolEmail, false)
 	admin := loginToken(t, srv.URL, adminEmail)
 
+	var listed struct{ Users []User }
+	if r := call(t, "GET", srv.URL+"/users", admin, ""); r.status != 200 || json.Unmarshal([]byte(r.body), &listed) != nil {
+		t.Fatalf("list: %d %s", r.status, r.body)
+	}
+	var bobID int64
+	for _, u := range listed.Users {
+		if u.Email == bobEmail {
+			bobID = u.ID
+		}
+	}
+
 	before := time.Now().Add(-time.Second)
 	if r := call(t, "DELETE", srv.URL+"/users/Bob@Example.com", admin, ""); r.status != 204 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
@@ -46,7 +59,7 @@ func TestDeleteUserPublishesUserDeleted(t *testing.T) {
 	at, err := time.Parse(time.RFC3339Nano, e.header.Get("Ce-Time"))
 	if e.header.Get("Ce-Type") != "dev.mp3converter.user.deleted" || e.header.Get("Ce-Source") != "/functions/login" ||
 		e.header.Get("Ce-Specversion") != "1.0" || e.header.Get("Ce-Id") == "" || e.header.Get("Ce-Subject") != bobEmail ||
-		err != nil || at.Before(before) || e.body != `{"username":"`+bobEmail+`"}` {
+		err != nil || at.Before(before) || bobID == 0 || e.body != fmt.Sprintf(`{"user_id":"%d","username":"%s"}`, bobID, bobEmail) {
 		t.Fatalf("event %v %s (%v)", e.header, e.body, err)
 	}
 

@@ -823,6 +823,29 @@ func TestDeadLetterFailsConvertingJob(t *testing.T) {
 	one(t, s)
 }
 
+// A duplicate delivery of video.uploaded that convert kept answering "being converted" until
+// the broker gave up is dead-lettered while the first delivery still converts the job: the
+// job is not failed, and nobody is mailed (the conversion's outcome is).
+func TestDeadLetterLeavesAJobAnotherDeliveryConverts(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnv(t, map[string]string{"MAIL_DIR": dir})
+	fid := e.seedJob("converting", "", bson.M{"lease_until": time.Now().Add(time.Minute).UTC()})
+	oid, _ := bson.ObjectIDFromHex(fid)
+	if _, err := e.db.Database(e.prefix+"videos").Collection("convert_claims").InsertOne(context.Background(), bson.M{
+		"_id": fid + "/1", "video_fid": oid, "owner": "id:1", "attempt": int32(1),
+		"lease_until": time.Now().Add(time.Minute).UTC(), "created_at": time.Now().UTC(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, e.post(deadLetter(t, fid)), 200, "dead letter beside a live claim")
+	if j := e.job(fid); j["state"] != "converting" || j["reason"] != "" || j["notified_at"] != nil {
+		t.Errorf("job state %v reason %v, want still converting", j["state"], j["reason"])
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("outbox holds %d files, want none", len(ents))
+	}
+}
+
 func TestDeadLetterForDoneJobSendsReadyMail(t *testing.T) {
 	s, e := withSMTP(t, &smtpServer{})
 	fid := e.seedJob("done", "", nil)

@@ -10,6 +10,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Events are triggers, the job document is the truth: anyone who reaches the broker can
@@ -62,6 +63,17 @@ func (rt *runtime) deadLetter(ctx context.Context, log *slog.Logger, d uploadedD
 	if err != nil {
 		return n, false, nil // decode checked the pattern
 	}
+	// A duplicate of the event (a sweep's re-drive, a redelivery) may be converting the job
+	// right now: convert answered the dead-lettered delivery "being converted, try later"
+	// (503) for longer than the convert Trigger's retries last (about 2 minutes of backoff,
+	// where a conversion may take CONVERT_TIMEOUT). The job does not wait on that delivery;
+	// the one converting decides its outcome.
+	if busy, err := rt.convertingNow(ctx, oid); err != nil || busy {
+		if busy {
+			log.Info("dead letter while another delivery converts the job, dropped", "video_fid", d.VideoFID)
+		}
+		return n, false, err
+	}
 	unlock := rt.lock(d.VideoFID)
 	res, err := rt.jobs().UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: oid}, {Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{JobUploaded, JobConverting}}}},
@@ -88,6 +100,14 @@ func (rt *runtime) deadLetter(ctx context.Context, log *slog.Logger, d uploadedD
 		log.Info("job failed: its conversion was dead-lettered", "video_fid", d.VideoFID)
 	}
 	return rt.noticeOf(ctx, log, oid, j)
+}
+
+// convertingNow reports whether a convert delivery holds a live claim on the job
+// (convert_claims, convert's claim.go).
+func (rt *runtime) convertingNow(ctx context.Context, oid bson.ObjectID) (bool, error) {
+	n, err := rt.jobs().Database().Collection("convert_claims").CountDocuments(ctx, bson.D{{Key: "video_fid", Value: oid},
+		{Key: "lease_until", Value: bson.D{{Key: "$gt", Value: time.Now().UTC()}}}}, options.Count().SetLimit(1))
+	return n > 0, err
 }
 
 // job reads a jobs document; found is false when there is none.

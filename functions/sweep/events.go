@@ -3,6 +3,7 @@ package function
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -22,6 +23,7 @@ const sendTimeout = 10 * time.Second
 
 // userDeletedData is the data of dev.mp3converter.user.deleted (events/user.deleted.schema.json).
 type userDeletedData struct {
+	UserID   string `json:"user_id"` // what the user's jobs are owned by; "" when login could not tell
 	Username string `json:"username"`
 }
 
@@ -32,6 +34,9 @@ func decodeUserDeleted(e event.Event, d *userDeletedData) error {
 	}
 	if n := len(d.Username); n < 3 || n > 255 {
 		return fmt.Errorf("username must have 3 to 255 characters, has %d", n)
+	}
+	if n := len(d.UserID); n > 20 || strings.Trim(d.UserID, "0123456789") != "" {
+		return fmt.Errorf("user_id must be up to 20 digits")
 	}
 	return nil
 }

@@ -93,12 +93,12 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		if at.IsZero() {
 			at = time.Now().UTC()
 		}
-		removed, err := rt.userDeleted(ctx, d.Username, at)
+		removed, err := rt.userDeleted(ctx, deletedUser{UserID: d.UserID, Username: d.Username, DeletedAt: at.UTC()})
 		if err != nil {
 			log.Error("storage unavailable", "err", err)
 			return nil, cehttp.NewResult(503, "storage unavailable, try again")
 		}
-		log.Info("user deleted: removing their jobs and files", "user", d.Username, "jobs_removed", removed)
+		log.Info("user deleted: removing their jobs and files", "user", d.Username, "user_id", d.UserID, "jobs_removed", removed)
 		return nil, nil
 	}
 	log.Warn("unexpected event type, dropped")

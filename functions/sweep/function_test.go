@@ -527,13 +527,19 @@ func TestOneRunAtATime(t *testing.T) {
 	}
 }
 
-func userDeletedEvent(user string, at time.Time) event.Event {
+// userDeletedEvent is login's user.deleted; an id "" is left out, as login does when it
+// cannot tell.
+func userDeletedEvent(user, id string, at time.Time) event.Event {
 	e := event.New()
 	e.SetID("user-deleted-" + user)
 	e.SetType(typeUserDeleted)
 	e.SetSource("/functions/login")
 	e.SetTime(at)
-	_ = e.SetData(event.ApplicationJSON, map[string]string{"username": user})
+	data := map[string]string{"username": user}
+	if id != "" {
+		data["user_id"] = id
+	}
+	_ = e.SetData(event.ApplicationJSON, data)
 	return e
 }
 
@@ -541,22 +547,28 @@ func TestDeletedUsersDataGoes(t *testing.T) {
 	fx := start(t, map[string]string{"SWEEP_BATCH": "2"})
 	v, m := fx.rt.videos(), fx.rt.mp3s()
 	var gone []bson.ObjectID
-	for range 3 {
-		id := fx.insertJob("leaving@example.com", JobDone, time.Hour, bson.E{Key: "notified_at", Value: fx.at})
+	for i := range 3 {
+		fields := []bson.E{{Key: "notified_at", Value: fx.at}}
+		if i > 0 { // the first was stored before owner_id existed
+			fields = append(fields, bson.E{Key: "owner_id", Value: "5"})
+		}
+		id := fx.insertJob("leaving@example.com", JobDone, time.Hour, fields...)
 		fx.storeFile(v, id, time.Hour)
 		fx.storeFile(m, id, time.Hour)
 		gone = append(gone, id)
 	}
-	other := fx.insertJob("staying@example.com", JobDone, time.Hour, bson.E{Key: "notified_at", Value: fx.at})
+	other := fx.insertJob("staying@example.com", JobDone, time.Hour, bson.E{Key: "notified_at", Value: fx.at}, bson.E{Key: "owner_id", Value: "6"})
 	fx.storeFile(m, other, time.Hour)
 
-	if _, err := fx.f.Handle(context.Background(), userDeletedEvent("leaving@example.com", time.Now().UTC())); err != nil {
+	if _, err := fx.f.Handle(context.Background(), userDeletedEvent("leaving@example.com", "5", time.Now().UTC())); err != nil {
 		t.Fatal(err)
 	}
-	// A new account under the same email keeps its own jobs.
-	reborn := fx.insertJob("leaving@example.com", JobUploaded, -time.Hour)
-	// The event's delivery removed one batch; the run removes the rest and forgets the user.
-	if c := fx.run(); c.UserJobs != 1 {
+	// A new account under the same email keeps its own jobs; an upload the deleted user's
+	// token still got through (upload's cached yes) after the deletion goes.
+	reborn := fx.insertJob("leaving@example.com", JobUploaded, -time.Hour, bson.E{Key: "owner_id", Value: "7"})
+	gone = append(gone, fx.insertJob("leaving@example.com", JobUploaded, -time.Hour, bson.E{Key: "owner_id", Value: "5"}))
+	// The event's delivery removed one batch; the runs remove the rest and forget the user.
+	if c := fx.run(); c.UserJobs != 2 {
 		t.Fatalf("%+v", c)
 	}
 	fx.run()
@@ -586,7 +598,7 @@ func TestHandle(t *testing.T) {
 	if out, err := fx.f.Handle(context.Background(), ping); out != nil || err != nil {
 		t.Fatalf("ping: %v %v", out, err)
 	}
-	bad := userDeletedEvent("x", time.Now())
+	bad := userDeletedEvent("x", "", time.Now())
 	if _, err := fx.f.Handle(context.Background(), bad); err != nil {
 		t.Fatalf("a bad user.deleted is dropped, not retried: %v", err)
 	}

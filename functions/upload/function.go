@@ -81,7 +81,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("upload larger than %d bytes", s.maxBytes))
 		return
 	}
-	release, ok := s.slots.take(who.Username)
+	release, ok := s.slots.take(who.UserID)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		refuse(w, http.StatusServiceUnavailable, "too many uploads at once, try again in a few seconds")
@@ -106,7 +106,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		herr.write(w)
 		return
 	}
-	fid, herr := s.store(r.Context(), who.Username, src)
+	fid, herr := s.store(r.Context(), who, src)
 	if herr != nil {
 		if herr.status >= 500 {
 			f.log.Error("upload failed", "user", who.Username, "status", herr.status, "err", herr.cause)

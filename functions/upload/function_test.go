@@ -37,6 +37,8 @@ const (
 	alice      = "alice@example.com"
 	bobToken   = "bob-token"
 	bob        = "bob@example.com"
+	aliceID    = "7" // their user ids: what uploads are owned by
+	bobID      = "8"
 	mib        = 1 << 20
 )
 
@@ -119,6 +121,7 @@ func newValidateStub(t testing.TB) *validateStub {
 	v.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.calls.Add(1)
 		user := map[string]string{"Bearer " + aliceToken: alice, "Bearer " + bobToken: bob}[r.Header.Get("Authorization")]
+		sub := map[string]string{alice: aliceID, bob: bobID}[user]
 		if user == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			w.Header().Set("Content-Type", "application/json")
@@ -129,7 +132,7 @@ func newValidateStub(t testing.TB) *validateStub {
 		now := time.Now().Unix()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
-			"username": user, "admin": false, "sub": "1", "iss": "mp3converter", "aud": []string{"mp3converter"},
+			"username": user, "admin": false, "sub": sub, "iss": "mp3converter", "aud": []string{"mp3converter"},
 			"iat": now, "nbf": now, "exp": now + 3600, "jti": "0123456789abcdef0123456789abcdef",
 		})
 	}))
@@ -308,6 +311,7 @@ func (e *testEnv) stored(t testing.TB, fid bson.ObjectID) ([32]byte, *mongo.Grid
 
 type jobDoc struct {
 	ID          bson.ObjectID `bson:"_id"`
+	OwnerID     string        `bson:"owner_id"`
 	Username    string        `bson:"username"`
 	Filename    string        `bson:"filename"`
 	ContentType string        `bson:"content_type"`
@@ -405,13 +409,13 @@ func TestUploadMultipartStoresFileJobAndEvent(t *testing.T) {
 	if file.ChunkSize != 128*1024 || file.Name != "holiday clip.mp4" {
 		t.Errorf("files doc: chunkSize %d, filename %q", file.ChunkSize, file.Name)
 	}
-	var meta struct{ Username, Filename, Content_type string }
-	if err := bson.Unmarshal(file.Metadata, &meta); err != nil || meta.Username != alice || meta.Filename != "holiday clip.mp4" || meta.Content_type != "video/mp4" {
+	var meta struct{ Owner_id, Username, Filename, Content_type string }
+	if err := bson.Unmarshal(file.Metadata, &meta); err != nil || meta.Owner_id != aliceID || meta.Username != alice || meta.Filename != "holiday clip.mp4" || meta.Content_type != "video/mp4" {
 		t.Errorf("metadata %+v (%v)", meta, err)
 	}
 
 	j := e.job(t, fid)
-	if j.Username != alice || j.Filename != "holiday clip.mp4" || j.ContentType != "video/mp4" || j.Size != int64(len(data)) ||
+	if j.OwnerID != aliceID || j.Username != alice || j.Filename != "holiday clip.mp4" || j.ContentType != "video/mp4" || j.Size != int64(len(data)) ||
 		j.State != "uploaded" || j.Reason != "" || j.MP3FID != "" || j.Attempts != 0 || j.CreatedAt.IsZero() || !j.UpdatedAt.Equal(j.CreatedAt) {
 		t.Errorf("job = %+v", j)
 	}

@@ -21,7 +21,7 @@ const (
 
 // store streams src into GridFS, inserts the job and publishes the event. On any failure it
 // removes whatever it wrote.
-func (s *state) store(ctx context.Context, username string, src *source) (bson.ObjectID, *httpError) {
+func (s *state) store(ctx context.Context, who identity, src *source) (bson.ObjectID, *httpError) {
 	fid := newFID()
 	// The writer outlives a client that hangs up, so that Abort can still delete its chunks.
 	// It holds one pooled 128 KiB chunk (kit_gridfswrite.go), where the driver's upload
@@ -52,11 +52,10 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 			return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 		}
 	}
-	err = up.Close(src.name, bson.D{
-		{Key: "username", Value: username},
-		{Key: "filename", Value: src.name},
-		{Key: "content_type", Value: src.contentType},
-	})
+	err = up.Close(src.name, append(ownerFields(who),
+		bson.E{Key: "filename", Value: src.name},
+		bson.E{Key: "content_type", Value: src.contentType},
+	))
 	if err != nil {
 		s.cleanup(ctx, fid, false)
 		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
@@ -66,29 +65,36 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	jctx, jcancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 	defer jcancel()
-	_, err = s.videos.Collection("jobs").InsertOne(jctx, bson.D{
-		{Key: "_id", Value: fid},
-		{Key: "username", Value: username},
-		{Key: "filename", Value: src.name},
-		{Key: "content_type", Value: src.contentType},
-		{Key: "size", Value: n},
-		{Key: "state", Value: JobUploaded},
-		{Key: "reason", Value: ""},
-		{Key: "mp3_fid", Value: ""},
-		{Key: "attempts", Value: int32(0)},
-		{Key: "created_at", Value: now},
-		{Key: "updated_at", Value: now},
-	})
+	_, err = s.videos.Collection("jobs").InsertOne(jctx, append(append(bson.D{{Key: "_id", Value: fid}}, ownerFields(who)...),
+		bson.E{Key: "filename", Value: src.name},
+		bson.E{Key: "content_type", Value: src.contentType},
+		bson.E{Key: "size", Value: n},
+		bson.E{Key: "state", Value: JobUploaded},
+		bson.E{Key: "reason", Value: ""},
+		bson.E{Key: "mp3_fid", Value: ""},
+		bson.E{Key: "attempts", Value: int32(0)},
+		bson.E{Key: "created_at", Value: now},
+		bson.E{Key: "updated_at", Value: now},
+	))
 	if err != nil {
 		s.cleanup(ctx, fid, true)
 		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 	}
 
-	if err := s.publish(ctx, fid, username, src); err != nil {
+	if err := s.publish(ctx, fid, who.Username, src); err != nil {
 		s.cleanup(ctx, fid, true)
 		return fid, &httpError{status: http.StatusServiceUnavailable, msg: "event broker unavailable, try again", cause: err}
 	}
 	return fid, nil
+}
+
+// ownerFields say whose an upload is, in its job and in its GridFS metadata alike (every
+// way of uploading stores them through here). owner_id, the user's id (validate's sub),
+// decides who may see the upload: an id is never given to another account, whereas an
+// address is, when a user is deleted and an account is made again with it. username, the
+// address, is where notify mails.
+func ownerFields(who identity) bson.D {
+	return bson.D{{Key: "owner_id", Value: who.UserID}, {Key: "username", Value: who.Username}}
 }
 
 // newFID is a random id in ObjectID form: the job and file ids of consecutive uploads share

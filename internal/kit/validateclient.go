@@ -22,7 +22,12 @@ type authClient struct {
 	cache map[[sha256.Size]byte]cachedIdentity
 }
 
+// identity is validate's answer about a token. UserID (the token's sub, the user's id in
+// MySQL) is what files and jobs are owned by: an id is never given to another account,
+// where an address is, when a user is deleted and an account is made again with it.
+// Username (the address) is where mail goes.
 type identity struct {
+	UserID   string `json:"sub"`
 	Username string `json:"username"`
 	Admin    bool   `json:"admin"`
 	Exp      int64  `json:"exp"`
@@ -84,7 +89,7 @@ func (a *authClient) identify(ctx context.Context, header string) (identity, *ht
 		return identity{}, &httpError{status: http.StatusServiceUnavailable, msg: "authentication unavailable, try again", cause: fmt.Errorf("validate answered %d", resp.StatusCode)}
 	}
 	var id identity
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&id); err != nil || id.Username == "" {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&id); err != nil || id.Username == "" || id.UserID == "" {
 		return identity{}, &httpError{status: http.StatusServiceUnavailable, msg: "authentication unavailable, try again", cause: fmt.Errorf("unusable validate answer: %v", err)}
 	}
 

@@ -1,6 +1,6 @@
 // Command run is `make reliability`: it runs the reliability suite (the
 // quick and the long tests, known bugs included), then each fuzzer for a
-// bounded time, prints a summary table (case, runs, failures, lost,
+// bounded time, then the functions' tests of each class of attack (attacks.go), prints a summary table (case, runs, failures, lost,
 // duplicates) and writes it, with every figure, into docs/reliability.md
 // between the "results" markers.
 //
@@ -69,6 +69,9 @@ func main() {
 	if *runPattern == "" {
 		for _, f := range fuzzers {
 			results = append(results, runFuzzer(f.dir, f.target, f.what, *fuzzTime, dir))
+		}
+		for i, a := range attacks {
+			results = append(results, runAttack(a.what, a.tests, filepath.Join(dir, fmt.Sprintf("attack-%d.log", i+1))))
 		}
 	}
 
