@@ -329,6 +329,12 @@ func (e *env) storedMP3(fid string) (string, bson.M) {
 	if n := e.count(e.mp3s(), "fs.chunks", bson.D{{Key: "files_id", Value: id}}); n != wantChunks {
 		e.t.Errorf("%d chunks for a %d-byte MP3, want %d", n, length, wantChunks)
 	}
+	// Named by the kit's writer, so that download reads them by _id.
+	for n := range wantChunks {
+		if c := e.count(e.mp3s(), "fs.chunks", bson.D{{Key: "_id", Value: fmt.Sprintf("%s/%d", fid, n)}}); c != 1 {
+			e.t.Errorf("no chunk with _id %s/%d", fid, n)
+		}
+	}
 	name := filepath.Join(e.t.TempDir(), "stored.mp3")
 	out, err := os.Create(name)
 	if err != nil {
@@ -569,14 +575,25 @@ func (e *env) expireLease(fid string, attempts int32) {
 	}
 }
 
+// Chunks a crashed attempt left are deleted before the MP3 is stored again: named by the
+// kit's writer (by _id), or by the driver before convert used the kit's writer (by files_id).
 func TestStrayChunksAreCleaned(t *testing.T) {
+	t.Run("kit ids", func(t *testing.T) {
+		testStrayChunksAreCleaned(t, func(fid string, n int) any { return fmt.Sprintf("%s/%d", fid, n) })
+	})
+	t.Run("driver ids", func(t *testing.T) {
+		testStrayChunksAreCleaned(t, func(string, int) any { return bson.NewObjectID() })
+	})
+}
+
+func testStrayChunksAreCleaned(t *testing.T, chunkID func(fid string, n int) any) {
 	e := newEnv(t)
 	up := e.seed(media["mp4long"], "long.mp4", "video/mp4")
 	fid := up["video_fid"].(string)
 	id := oid(t, fid)
 	var stray []any
 	for n := range 7 {
-		stray = append(stray, bson.D{{Key: "_id", Value: bson.NewObjectID()}, {Key: "files_id", Value: id},
+		stray = append(stray, bson.D{{Key: "_id", Value: chunkID(fid, n)}, {Key: "files_id", Value: id},
 			{Key: "n", Value: int32(n)}, {Key: "data", Value: bson.Binary{Data: bytes.Repeat([]byte{0xEE}, 1000)}}})
 	}
 	if _, err := e.mp3s().Collection("fs.chunks").InsertMany(context.Background(), stray); err != nil {

@@ -107,7 +107,7 @@ func (d *delivery) finish(ctx context.Context, mp3 storedMP3) result {
 		return d.retry(ctx, msgStorageDown, fmt.Errorf("mark the job done: %w", err))
 	}
 	if !d.keepVideos {
-		err := d.videosDB().GridFSBucket().Delete(bctx, j.ID)
+		err := DeleteGridFSFile(bctx, d.videosDB(), "fs", j.ID)
 		if err != nil && !errors.Is(err, mongo.ErrFileNotFound) {
 			d.log.Warn("cannot delete the converted video", "err", err)
 		}
@@ -149,7 +149,7 @@ func (d *delivery) retryDroppingPartialMP3(ctx context.Context, cause error) res
 	budget := time.Now().Add(retryBudget)
 	// Bounded by the work's context too: once the lease is over, the chunks may be another claim's.
 	cctx, cancel := context.WithDeadline(ctx, budget)
-	_, err := d.mp3Bucket().GetChunksCollection().DeleteMany(cctx, bson.D{{Key: "files_id", Value: d.job.ID}})
+	_, err := DeleteGridFSChunks(cctx, d.mp3sDB(), "fs", d.job.ID)
 	cancel()
 	if err != nil {
 		d.log.Warn("cannot delete the chunks of the failed upload; the next attempt will", "err", err)
