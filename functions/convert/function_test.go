@@ -111,6 +111,10 @@ type env struct {
 	prefix string
 	client *mongo.Client // direct client used by the test to seed and inspect
 	tmp    string        // the function's TMPDIR
+
+	// handling counts the requests the started functions are still handling: a reply can
+	// arrive before Handle returns (the video's delete comes after it).
+	handling sync.WaitGroup
 }
 
 func newEnv(t *testing.T) *env {
@@ -149,7 +153,11 @@ func (e *env) start(extra map[string]string, setup func(*Function)) (*Function, 
 	if err := f.Start(context.Background(), cfg); err != nil {
 		e.t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.handling.Add(1)
+		defer e.handling.Done()
+		f.Handle(w, r)
+	}))
 	e.t.Cleanup(func() {
 		srv.Close()
 		_ = f.Stop(context.Background())
@@ -258,6 +266,7 @@ func post(t *testing.T, req *http.Request) answer {
 func (e *env) deliver(url string, data map[string]any) answer {
 	e.t.Helper()
 	a := deliver(e.t, url, uploadedEvent(data["video_fid"].(string), data), false)
+	e.handling.Wait()
 	e.assertTempEmpty()
 	return a
 }
@@ -503,6 +512,27 @@ func TestConvertMP4WithIndexAtEnd(t *testing.T) {
 	}
 	if j := e.job(fid); j["attempts"] != int32(1) || j["state"] != "done" {
 		t.Errorf("job after redelivery: %v", j)
+	}
+}
+
+// The reply goes out before the video's delete: the broker is not held up by it.
+func TestVideoDeletedAfterTheReply(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	_, srv := e.start(nil, func(f *Function) { f.beforeDelete = func() { <-release } })
+	up := e.seed(media["mp4"], "a.mp4", "video/mp4")
+	fid := up["video_fid"].(string)
+	checkReply(t, deliver(t, srv.URL, uploadedEvent(fid, up), false), typeConverted, fid)
+	if n := e.count(e.videos(), "fs.files", nil); n != 1 {
+		t.Errorf("%d videos when the reply arrived, want the converted one still there", n)
+	}
+	close(release)
+	e.handling.Wait()
+	if n := e.count(e.videos(), "fs.files", nil); n != 0 {
+		t.Errorf("%d videos left after Handle returned", n)
+	}
+	if n := e.count(e.videos(), "fs.chunks", nil); n != 0 {
+		t.Errorf("%d video chunks left", n)
 	}
 }
 

@@ -106,15 +106,28 @@ func (d *delivery) finish(ctx context.Context, mp3 storedMP3) result {
 	if err != nil {
 		return d.retry(ctx, msgStorageDown, fmt.Errorf("mark the job done: %w", err))
 	}
-	if !d.keepVideos {
-		err := DeleteGridFSFile(bctx, d.videosDB(), "fs", j.ID)
-		if err != nil && !errors.Is(err, mongo.ErrFileNotFound) {
-			d.log.Warn("cannot delete the converted video", "err", err)
-		}
-	}
 	d.dropClaims(bctx)
 	d.log.Info("job done", "size", mp3.Length, "duration_seconds", mp3.Metadata.DurationSeconds)
-	return result{reply: convertedEvent(j, mp3)}
+	res := result{reply: convertedEvent(j, mp3)}
+	if !d.keepVideos {
+		// After the reply: the video's delete need not hold the broker up. If convert dies
+		// before it, the sweep removes the videos of finished jobs.
+		res.after = d.deleteVideo
+	}
+	return res
+}
+
+// deleteVideo deletes the converted video.
+func (d *delivery) deleteVideo(ctx context.Context) {
+	if d.beforeDelete != nil {
+		d.beforeDelete()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := DeleteGridFSFile(ctx, d.videosDB(), "fs", d.job.ID)
+	if err != nil && !errors.Is(err, mongo.ErrFileNotFound) {
+		d.log.Warn("cannot delete the converted video; the sweep will", "err", err)
+	}
 }
 
 // fail marks the job failed for good and builds the conversion.failed reply.
