@@ -103,7 +103,7 @@ func (b *bench) prepare(ctx context.Context) error {
 			b.prep = append(b.prep, fmt.Sprintf("`go build %s` %s", build.pkg, round(time.Since(t))))
 		}
 	}
-	needMedia := b.opts.only["convert"] || b.opts.only["coldstart"] || b.opts.only["concurrency"]
+	needMedia := b.opts.only["convert"] || b.opts.only["flat"] || b.opts.only["coldstart"] || b.opts.only["concurrency"]
 	if needMedia {
 		t := time.Now()
 		generated, err := b.ensureMedia(ctx)

@@ -3,7 +3,7 @@
 // same run (bare ffmpeg, a plain GridFS write or read, a trivial HTTP handler,
 // bare bcrypt, the ideal parallel speed-up), never an absolute time to meet.
 //
-//	go run ./bench [-only convert,upload,download,auth,coldstart,concurrency] [-upload-size BYTES] [-runs N]
+//	go run ./bench [-only convert,upload,download,flat,auth,coldstart,concurrency] [-upload-size BYTES] [-stored BYTES] [-runs N]
 //
 // It prints the results as markdown and writes them to bench/results.md.
 // Generated media are cached in bench/out/media; every measurement group
@@ -38,6 +38,7 @@ var groups = []struct {
 	{"upload", (*bench).upload},
 	{"frontdoor", (*bench).frontDoor},
 	{"download", (*bench).download},
+	{"flat", (*bench).flat},
 	{"auth", (*bench).auth},
 	{"coldstart", (*bench).coldStart},
 	{"concurrency", (*bench).concurrency},
@@ -49,6 +50,7 @@ type config struct {
 	longRuns   int   // runs of the 10-minute video
 	uploadSize int64 // the big upload
 	burst      int   // videos uploaded at once
+	stored     int64 // other MP3s stored in the flat group
 	results    string
 }
 
@@ -62,6 +64,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 5, "runs behind every median")
 	flag.IntVar(&o.longRuns, "long-runs", 1, "runs of the 10-minute video (each takes about a minute)")
 	size := flag.String("upload-size", "1GiB", "size of the big upload (e.g. 1GiB, 256MiB, or bytes)")
+	stored := flag.String("stored", "500MiB", "other MP3s stored before the flat group measures again (e.g. 500MiB, 100MiB)")
 	flag.IntVar(&o.burst, "burst", 20, "videos uploaded at once in the concurrency group")
 	flag.StringVar(&o.results, "results", "bench/results.md", "where to write the results (markdown)")
 	flag.Parse()
@@ -76,6 +79,9 @@ func main() {
 	}
 	var err error
 	if o.uploadSize, err = parseSize(*size); err != nil {
+		fatal(err)
+	}
+	if o.stored, err = parseSize(*stored); err != nil {
 		fatal(err)
 	}
 	if o.runs < 1 || o.longRuns < 1 || o.burst < 1 {

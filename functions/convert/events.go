@@ -32,6 +32,7 @@ type result struct {
 	status     int
 	message    string
 	retryAfter time.Duration
+	after      func(context.Context) // work left once the answer is out, or nil
 }
 
 var (
@@ -44,6 +45,9 @@ func (res result) write(ctx context.Context, w http.ResponseWriter, log *slog.Lo
 	switch {
 	case res.reply != nil:
 		ctx := binding.WithForceBinary(ctx)
+		// In binary mode the body is the data: its length lets the broker take the reply
+		// before Handle returns (result.after).
+		w.Header().Set("Content-Length", strconv.Itoa(len(res.reply.Data())))
 		if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(res.reply), http.StatusOK, w); err != nil {
 			log.Error("cannot write the reply event", "err", err)
 		}

@@ -49,6 +49,7 @@ type Function struct {
 	// Test hooks, nil in production; set before Start, which hands them to the state.
 	onFFmpeg      func(args []string) // called before every ffmpeg run
 	beforeUpload  func()              // called after ffmpeg, before the MP3 is stored
+	beforeDelete  func()              // called after the reply, before the video is deleted
 	progressEvery time.Duration       // how often the progress is written (default progressEvery)
 }
 
@@ -69,6 +70,7 @@ type state struct {
 
 	onFFmpeg      func(args []string)
 	beforeUpload  func()
+	beforeDelete  func()
 	progressEvery time.Duration
 }
 
@@ -117,6 +119,13 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	// The work goes on if the broker hangs up: a redelivery then finds the finished MP3.
 	res := d.process(context.WithoutCancel(r.Context()), oid, up)
 	res.write(r.Context(), w, d.log)
+	if res.after != nil {
+		// The broker has its answer (flushed, with its length); the rest does not hold it up.
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			d.log.Warn("cannot flush the reply", "err", err)
+		}
+		res.after(context.WithoutCancel(r.Context()))
+	}
 }
 
 // Start reads the configuration. Backing services are not contacted: the client connects lazily.
@@ -136,6 +145,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		tmpDir:        set.text("TMPDIR"),
 		onFFmpeg:      f.onFFmpeg,
 		beforeUpload:  f.beforeUpload,
+		beforeDelete:  f.beforeDelete,
 		progressEvery: cmp.Or(f.progressEvery, progressEvery),
 	}
 	if s.tmpDir == "" {

@@ -111,6 +111,10 @@ type env struct {
 	prefix string
 	client *mongo.Client // direct client used by the test to seed and inspect
 	tmp    string        // the function's TMPDIR
+
+	// handling counts the requests the started functions are still handling: a reply can
+	// arrive before Handle returns (the video's delete comes after it).
+	handling sync.WaitGroup
 }
 
 func newEnv(t *testing.T) *env {
@@ -149,7 +153,11 @@ func (e *env) start(extra map[string]string, setup func(*Function)) (*Function, 
 	if err := f.Start(context.Background(), cfg); err != nil {
 		e.t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.handling.Add(1)
+		defer e.handling.Done()
+		f.Handle(w, r)
+	}))
 	e.t.Cleanup(func() {
 		srv.Close()
 		_ = f.Stop(context.Background())
@@ -258,6 +266,7 @@ func post(t *testing.T, req *http.Request) answer {
 func (e *env) deliver(url string, data map[string]any) answer {
 	e.t.Helper()
 	a := deliver(e.t, url, uploadedEvent(data["video_fid"].(string), data), false)
+	e.handling.Wait()
 	e.assertTempEmpty()
 	return a
 }
@@ -328,6 +337,12 @@ func (e *env) storedMP3(fid string) (string, bson.M) {
 	}
 	if n := e.count(e.mp3s(), "fs.chunks", bson.D{{Key: "files_id", Value: id}}); n != wantChunks {
 		e.t.Errorf("%d chunks for a %d-byte MP3, want %d", n, length, wantChunks)
+	}
+	// Named by the kit's writer, so that download reads them by _id.
+	for n := range wantChunks {
+		if c := e.count(e.mp3s(), "fs.chunks", bson.D{{Key: "_id", Value: fmt.Sprintf("%s/%d", fid, n)}}); c != 1 {
+			e.t.Errorf("no chunk with _id %s/%d", fid, n)
+		}
 	}
 	name := filepath.Join(e.t.TempDir(), "stored.mp3")
 	out, err := os.Create(name)
@@ -500,6 +515,27 @@ func TestConvertMP4WithIndexAtEnd(t *testing.T) {
 	}
 }
 
+// The reply goes out before the video's delete: the broker is not held up by it.
+func TestVideoDeletedAfterTheReply(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	_, srv := e.start(nil, func(f *Function) { f.beforeDelete = func() { <-release } })
+	up := e.seed(media["mp4"], "a.mp4", "video/mp4")
+	fid := up["video_fid"].(string)
+	checkReply(t, deliver(t, srv.URL, uploadedEvent(fid, up), false), typeConverted, fid)
+	if n := e.count(e.videos(), "fs.files", nil); n != 1 {
+		t.Errorf("%d videos when the reply arrived, want the converted one still there", n)
+	}
+	close(release)
+	e.handling.Wait()
+	if n := e.count(e.videos(), "fs.files", nil); n != 0 {
+		t.Errorf("%d videos left after Handle returned", n)
+	}
+	if n := e.count(e.videos(), "fs.chunks", nil); n != 0 {
+		t.Errorf("%d video chunks left", n)
+	}
+}
+
 func TestKeepVideosStructuredEvent(t *testing.T) {
 	e := newEnv(t)
 	_, srv := e.start(map[string]string{"KEEP_VIDEOS": "true", "MP3_QUALITY": "6"}, nil)
@@ -569,14 +605,25 @@ func (e *env) expireLease(fid string, attempts int32) {
 	}
 }
 
+// Chunks a crashed attempt left are deleted before the MP3 is stored again: named by the
+// kit's writer (by _id), or by the driver before convert used the kit's writer (by files_id).
 func TestStrayChunksAreCleaned(t *testing.T) {
+	t.Run("kit ids", func(t *testing.T) {
+		testStrayChunksAreCleaned(t, func(fid string, n int) any { return fmt.Sprintf("%s/%d", fid, n) })
+	})
+	t.Run("driver ids", func(t *testing.T) {
+		testStrayChunksAreCleaned(t, func(string, int) any { return bson.NewObjectID() })
+	})
+}
+
+func testStrayChunksAreCleaned(t *testing.T, chunkID func(fid string, n int) any) {
 	e := newEnv(t)
 	up := e.seed(media["mp4long"], "long.mp4", "video/mp4")
 	fid := up["video_fid"].(string)
 	id := oid(t, fid)
 	var stray []any
 	for n := range 7 {
-		stray = append(stray, bson.D{{Key: "_id", Value: bson.NewObjectID()}, {Key: "files_id", Value: id},
+		stray = append(stray, bson.D{{Key: "_id", Value: chunkID(fid, n)}, {Key: "files_id", Value: id},
 			{Key: "n", Value: int32(n)}, {Key: "data", Value: bson.Binary{Data: bytes.Repeat([]byte{0xEE}, 1000)}}})
 	}
 	if _, err := e.mp3s().Collection("fs.chunks").InsertMany(context.Background(), stray); err != nil {

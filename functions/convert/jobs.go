@@ -116,15 +116,28 @@ func (d *delivery) finish(ctx context.Context, mp3 storedMP3) result {
 	if err != nil {
 		return d.retry(ctx, msgStorageDown, fmt.Errorf("mark the job done: %w", err))
 	}
-	if !d.keepVideos {
-		err := d.videosDB().GridFSBucket().Delete(bctx, j.ID)
-		if err != nil && !errors.Is(err, mongo.ErrFileNotFound) {
-			d.log.Warn("cannot delete the converted video", "err", err)
-		}
-	}
 	d.dropClaims(bctx)
 	d.log.Info("job done", "size", mp3.Length, "duration_seconds", mp3.Metadata.DurationSeconds)
-	return result{reply: convertedEvent(j, mp3)}
+	res := result{reply: convertedEvent(j, mp3)}
+	if !d.keepVideos {
+		// After the reply: the video's delete need not hold the broker up. If convert dies
+		// before it, the sweep removes the videos of finished jobs.
+		res.after = d.deleteVideo
+	}
+	return res
+}
+
+// deleteVideo deletes the converted video.
+func (d *delivery) deleteVideo(ctx context.Context) {
+	if d.beforeDelete != nil {
+		d.beforeDelete()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := DeleteGridFSFile(ctx, d.videosDB(), "fs", d.job.ID)
+	if err != nil && !errors.Is(err, mongo.ErrFileNotFound) {
+		d.log.Warn("cannot delete the converted video; the sweep will", "err", err)
+	}
 }
 
 // fail marks the job failed for good and builds the conversion.failed reply.
@@ -159,7 +172,7 @@ func (d *delivery) retryDroppingPartialMP3(ctx context.Context, cause error) res
 	budget := time.Now().Add(retryBudget)
 	// Bounded by the work's context too: once the lease is over, the chunks may be another claim's.
 	cctx, cancel := context.WithDeadline(ctx, budget)
-	_, err := d.mp3Bucket().GetChunksCollection().DeleteMany(cctx, bson.D{{Key: "files_id", Value: d.job.ID}})
+	_, err := DeleteGridFSChunks(cctx, d.mp3sDB(), "fs", d.job.ID)
 	cancel()
 	if err != nil {
 		d.log.Warn("cannot delete the chunks of the failed upload; the next attempt will", "err", err)

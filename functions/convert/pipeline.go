@@ -16,7 +16,6 @@ import (
 // convert does the claimed job: reuse a stored MP3, or run ffmpeg and store its output.
 func (d *delivery) convert(ctx context.Context) result {
 	oid := d.job.ID
-	bucket := d.mp3Bucket()
 
 	// A complete MP3 from an earlier delivery that crashed before marking the job done.
 	mp3, err := d.findMP3(ctx, oid)
@@ -29,9 +28,9 @@ func (d *delivery) convert(ctx context.Context) result {
 	}
 	// Chunks without a files document are the remains of a crashed attempt: we
 	// hold the lease. The first attempt has no predecessor, so it skips the
-	// delete (a scan of every chunk on FerretDB).
+	// delete.
 	if d.job.Attempts > 1 {
-		if _, err := bucket.GetChunksCollection().DeleteMany(ctx, bson.D{{Key: "files_id", Value: oid}}); err != nil {
+		if err := d.deleteStrayChunks(ctx); err != nil {
 			return d.retry(ctx, msgStorageDown, fmt.Errorf("delete stray chunks: %w", err))
 		}
 	}
@@ -124,4 +123,16 @@ func (d *delivery) interrupted(ctx context.Context, message string, err error) r
 			err.Error())
 	}
 	return d.retry(ctx, message, err)
+}
+
+// deleteStrayChunks deletes the MP3 chunks an earlier attempt stored: by their ids (cheap),
+// and when there were none by files_id too (a scan of every chunk on FerretDB), for chunks
+// stored before convert wrote MP3s with the kit's writer.
+func (d *delivery) deleteStrayChunks(ctx context.Context) error {
+	n, err := DeleteGridFSChunks(ctx, d.mp3sDB(), "fs", d.job.ID)
+	if err != nil || n > 0 {
+		return err
+	}
+	_, err = d.mp3sDB().Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: d.job.ID}})
+	return err
 }

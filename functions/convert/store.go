@@ -10,10 +10,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
-
-const chunkSizeBytes = 128 * 1024
 
 // storedMP3 is a files document of the mp3s GridFS bucket.
 type storedMP3 struct {
@@ -26,21 +23,18 @@ type storedMP3 struct {
 
 func (s *state) videosDB() *mongo.Database { return s.client.Database(s.prefix + "videos") }
 
-// mp3Bucket returns a fresh bucket handle (a GridFSBucket is not safe for concurrent use).
-func (s *state) mp3Bucket() *mongo.GridFSBucket {
-	return s.client.Database(s.prefix + "mp3s").GridFSBucket(options.GridFSBucket().SetChunkSizeBytes(chunkSizeBytes))
-}
+func (s *state) mp3sDB() *mongo.Database { return s.client.Database(s.prefix + "mp3s") }
 
 // findMP3 reads the files document of a complete MP3 (mongo.ErrNoDocuments when there is none).
 func (s *state) findMP3(ctx context.Context, oid bson.ObjectID) (storedMP3, error) {
 	var mp3 storedMP3
-	err := s.mp3Bucket().GetFilesCollection().FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&mp3)
+	err := s.mp3sDB().Collection("fs.files").FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&mp3)
 	return mp3, err
 }
 
-// download copies the video from GridFS to a file.
+// download copies the video from GridFS to a file (mongo.ErrFileNotFound when there is none).
 func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) error {
-	src, err := s.videosDB().GridFSBucket().OpenDownloadStream(ctx, oid)
+	src, err := OpenGridFSReader(ctx, s.videosDB(), "fs", oid, 0)
 	if err != nil {
 		return err
 	}
@@ -76,18 +70,18 @@ func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float6
 	if j.OwnerID != "" { // download lets the owner's id read it (the address alone, without)
 		meta = append(meta, bson.E{Key: "owner_id", Value: j.OwnerID})
 	}
-	bucket := s.mp3Bucket()
-	dst, err := bucket.OpenUploadStreamWithID(ctx, j.ID, mp3.Filename, options.GridFSUpload().SetMetadata(meta))
+	// The kit's writer, not the driver's: its chunk ids let download read the MP3 by _id.
+	dst, err := NewGridFSWriter(ctx, s.mp3sDB(), "fs", j.ID)
 	if err != nil {
 		return storedMP3{}, err
 	}
-	n, err := src.WriteTo(dst)
+	n, err := dst.ReadFrom(src)
 	if err == nil {
-		err = dst.Close()
+		err = dst.Close(mp3.Filename, meta)
 	}
 	if mongo.IsDuplicateKeyError(err) {
 		// Another delivery finished first: its MP3 is the result. Its chunks are not ours to delete.
-		err = bucket.GetFilesCollection().FindOne(ctx, bson.D{{Key: "_id", Value: j.ID}}).Decode(&mp3)
+		mp3, err = s.findMP3(ctx, j.ID)
 		if err != nil {
 			err = fmt.Errorf("%w: %w", errStoredByOther, err)
 		}

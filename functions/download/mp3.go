@@ -141,7 +141,9 @@ func (s *state) serveMP3(w http.ResponseWriter, r *http.Request, fid bson.Object
 		// the response: a client that hangs up cancels it.
 		sctx, scancel := context.WithTimeout(r.Context(), s.timeout)
 		defer scancel()
-		ds, err := s.mp3s.GridFSBucket().OpenDownloadStream(sctx, fid)
+		// The kit's reader fetches chunks by _id, from the one that holds start: its cost does
+		// not grow with the MP3s stored (a files_id query reads every chunk on FerretDB/SQLite).
+		ds, err := OpenGridFSReader(sctx, s.mp3s, "fs", fid, start)
 		if errors.Is(err, mongo.ErrFileNotFound) {
 			writeError(w, http.StatusNotFound, msgNotFound)
 			return
@@ -151,13 +153,6 @@ func (s *state) serveMP3(w http.ResponseWriter, r *http.Request, fid bson.Object
 			return
 		}
 		defer ds.Close()
-		if start > 0 {
-			// No Seek in GridFS: Skip reads (and discards) whole chunks up to start.
-			if n, err := ds.Skip(start); err != nil || n != start {
-				s.storageError(w, "skip in mp3", fmt.Errorf("skipped %d of %d bytes: %v", n, start, err))
-				return
-			}
-		}
 		body = ds
 	}
 

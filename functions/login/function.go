@@ -81,7 +81,12 @@ type state struct {
 	audience  string
 	ttl       time.Duration
 	cost      int
-	dummyHash []byte // compared against when the email is unknown, so both cases cost the same
+	dummyHash func() []byte // compared against when the email is unknown, so both cases cost the same
+
+	// Start makes the dummy hash and runs the migration in the background, so that it is
+	// ready without waiting for bcrypt or MySQL; a request that needs either waits for it.
+	background     sync.WaitGroup
+	stopBackground context.CancelFunc
 
 	limiter        *limiter
 	maxPerAccount  int            // LOGIN_MAX_FAILURES: per account (all untrusted clients together) and per device
@@ -127,20 +132,25 @@ func (s *state) newRoutes() *http.ServeMux {
 	return mux
 }
 
-// Start reads the configuration and tries the migration once. A MySQL that is
-// down does not fail Start: the migration is retried by the next request.
+// Start reads the configuration and starts the migration in the background. A MySQL that
+// is down does not fail Start: the migration is retried by the next request.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	s, err := f.configure(cfg)
 	if err != nil {
 		return err
 	}
-	mctx, cancel := context.WithTimeout(ctx, dbTimeout)
-	defer cancel()
-	if err := s.ensureSchema(mctx); err != nil {
-		f.log.Warn("migration failed, will retry on the next request", "err", err)
-	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopBackground = cancel
+	s.background.Go(func() { s.dummyHash() })
+	s.background.Go(func() {
+		mctx, cancel := context.WithTimeout(bctx, dbTimeout)
+		defer cancel()
+		if err := s.ensureSchema(mctx); err != nil && bctx.Err() == nil {
+			f.log.Warn("migration failed, will retry on the next request", "err", err)
+		}
+	})
 	if old := f.lc.start(s); old != nil {
-		_ = old.db.Close()
+		_ = old.close()
 	}
 	f.log.Info("started", "alg", s.keys.method.Alg(), "kid", s.keys.kid, "issuer", s.issuer, "ttl", s.ttl.String())
 	return nil
@@ -152,6 +162,13 @@ func (f *Function) Stop(ctx context.Context) error {
 	if s == nil {
 		return nil
 	}
+	return s.close()
+}
+
+// close ends the background work of Start and closes the connection pool.
+func (s *state) close() error {
+	s.stopBackground()
+	s.background.Wait()
 	return s.db.Close()
 }
 
@@ -195,11 +212,13 @@ func (f *Function) configure(cfg map[string]string) (*state, error) {
 	if f.clock != nil {
 		s.limiter.now = f.clock
 	}
-	random := make([]byte, 32)
-	rand.Read(random)
-	if s.dummyHash, err = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(random)), s.cost); err != nil {
-		return nil, err
-	}
+	s.dummyHash = sync.OnceValue(func() []byte {
+		random := make([]byte, 32)
+		rand.Read(random)
+		// No error: the cost is within bcrypt's range (Settings), the password 64 bytes.
+		hash, _ := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(random)), s.cost)
+		return hash
+	})
 	if s.db, err = OpenDB(s.dsn); err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}

@@ -75,6 +75,8 @@ func startFunction(t *testing.T, cfg map[string]string, prepare ...func(*Functio
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { f.Stop(context.Background()) })
+	// The tests add users straight into MySQL: wait for the migration Start began.
+	f.lc.load().background.Wait()
 	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
 	t.Cleanup(srv.Close)
 	return f, srv
@@ -206,7 +208,7 @@ func TestLoginCredentials(t *testing.T) {
 	}
 	// Unknown users cost the same bcrypt work as known ones.
 	st := f.lc.load()
-	if c, err := bcrypt.Cost(st.dummyHash); err != nil || c != st.cost {
+	if c, err := bcrypt.Cost(st.dummyHash()); err != nil || c != st.cost {
 		t.Errorf("dummy hash cost %d (%v), want %d", c, err, st.cost)
 	}
 }
@@ -364,6 +366,47 @@ func TestStartConfigErrors(t *testing.T) {
 				t.Error("Ready after a failed Start")
 			}
 		})
+	}
+}
+
+// Start does not wait for MySQL (cold start): ready while the migration is still waiting
+// for a server that does not answer.
+func TestStartDoesNotWaitForMySQL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never answered
+			mu.Unlock()
+		}
+	}()
+	f := New()
+	if err := f.Start(context.Background(), baseConfig("root@tcp("+ln.Addr().String()+")/auth")); err != nil {
+		t.Fatal(err)
+	}
+	if ready, _ := f.Ready(context.Background()); !ready {
+		t.Error("not Ready after Start")
+	}
+	if f.lc.load().migrated.Load() {
+		t.Error("migrated against a server that never answered")
+	}
+	ln.Close()
+	mu.Lock()
+	for _, c := range held {
+		c.Close()
+	}
+	mu.Unlock()
+	if err := f.Stop(context.Background()); err != nil {
+		t.Error(err)
 	}
 }
 

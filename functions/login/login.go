@@ -114,7 +114,7 @@ func (s *state) beginCheck(ctx context.Context, w http.ResponseWriter, buckets [
 func (s *state) passwordMatches(ctx context.Context, hash []byte, password string) (bool, error) {
 	exists := hash != nil
 	if !exists {
-		hash = s.dummyHash
+		hash = s.dummyHash()
 	}
 	tooLong := len(password) > maxPasswordLen // bcrypt would ignore the rest
 	if tooLong {

@@ -123,11 +123,12 @@ func (rt *runtime) jobState(ctx context.Context, id bson.ObjectID) (JobState, er
 }
 
 // removeFile deletes a GridFS file's files document and chunks; either may be missing.
+// Chunks go by _id where the kit's writer named them (no scan of every chunk on FerretDB).
 func removeFile(ctx context.Context, db *mongo.Database, id bson.ObjectID) error {
-	if _, err := db.Collection("fs.files").DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
-		return err
+	err := DeleteGridFSFile(ctx, db, "fs", id)
+	if errors.Is(err, mongo.ErrFileNotFound) {
+		return nil
 	}
-	_, err := db.Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: id}})
 	return err
 }
 

@@ -7,8 +7,9 @@
 // With MYSQL_DSN set it also checks that the token's user still exists under the same
 // id and address, and that the token's credential version (cv) is the user's current one:
 // the tokens of a deleted user, and those issued before a password change, reset or
-// demotion, stop working at once (upload and download cache a yes for VALIDATE_CACHE_TTL,
-// 30 s, which is the bound on how long such a token may still be honoured there).
+// demotion, stop working within userCacheTTL (5 s: a user's row is reused that long for
+// tokens that match it; upload and download also cache a yes for VALIDATE_CACHE_TTL, 30 s,
+// so there the bound is the sum).
 // Without MYSQL_DSN validation is cryptographic only. The answer's sub is the user's id:
 // what files and jobs belong to.
 //
@@ -45,6 +46,7 @@ var Settings = []Setting{
 type Function struct {
 	log *slog.Logger
 	lc  lifecycle[state]
+	now func() time.Time // the user cache's clock; tests move it
 }
 
 // state is everything Start builds from the configuration.
@@ -57,11 +59,12 @@ type state struct {
 	leeway   time.Duration
 	ttl      time.Duration // the longest lifetime a token may claim
 	db       *sql.DB       // nil without MYSQL_DSN: no check that the user still exists
+	users    *userCache    // the rows db recently returned
 }
 
 // New returns a Function that serves 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "validate")}
+	return &Function{log: slog.Default().With("function", "validate"), now: time.Now}
 }
 
 // Handle serves every request of the function.
@@ -106,6 +109,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		audience: set.text("JWT_AUDIENCE"),
 		leeway:   set.duration("JWT_LEEWAY"),
 		ttl:      set.duration("JWT_TTL"),
+		users:    newUserCache(f.now),
 	}
 	if dsn := set.text("MYSQL_DSN"); dsn != "" {
 		if s.db, err = openDB(dsn); err != nil {

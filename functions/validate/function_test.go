@@ -129,7 +129,14 @@ func rsConfig() map[string]string {
 
 func startFunction(t *testing.T, cfg map[string]string) (*Function, *httptest.Server) {
 	t.Helper()
+	return startFunctionAt(t, cfg, time.Now)
+}
+
+// startFunctionAt is startFunction with the user cache on the clock now.
+func startFunctionAt(t *testing.T, cfg map[string]string, now func() time.Time) (*Function, *httptest.Server) {
+	t.Helper()
 	f := New()
+	f.now = now
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -390,9 +397,60 @@ func TestUserStillExists(t *testing.T) {
 	}
 }
 
+// testClock is a clock that moves only when the test moves it.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// A user's row is reused for userCacheTTL: a deleted user's token, accepted just before,
+// still passes until the bound and is refused from then on.
+func TestDeletedUserRefusedWithinCacheBound(t *testing.T) {
+	dsn := testDSN(t)
+	db := sqlOpen(t, dsn)
+	createUsersTable(t, db)
+	bob := insertUser(t, db, "bob@example.com", false)
+	cfg := rsConfig()
+	cfg["MYSQL_DSN"] = dsn
+	clock := newTestClock()
+	_, srv := startFunctionAt(t, cfg, clock.Now)
+	header := "Bearer " + sign(t, jwt.SigningMethodRS256, testKey(), loginClaims(bob, "bob@example.com", false), nil)
+	if r := validate(t, srv.URL, "POST", header); r.status != 200 {
+		t.Fatalf("before the delete: %d %s", r.status, r.body)
+	}
+	exec(t, db, "DELETE FROM users WHERE id = ?", bob)
+	clock.Add(userCacheTTL - time.Millisecond)
+	if r := validate(t, srv.URL, "POST", header); r.status != 200 {
+		t.Errorf("within the bound (the cached row): %d %s", r.status, r.body)
+	}
+	clock.Add(time.Millisecond)
+	if r := validate(t, srv.URL, "POST", header); r.status != 401 || r.header.Get("WWW-Authenticate") != invalid("user no longer exists") {
+		t.Errorf("at the bound: %d %q", r.status, r.header.Get("WWW-Authenticate"))
+	}
+	// Refusals are not cached: the user back under the same id passes at once.
+	exec(t, db, "INSERT INTO users (id, email, password_hash, is_admin) VALUES (?, 'bob@example.com', 'x', false)", bob)
+	if r := validate(t, srv.URL, "POST", header); r.status != 200 {
+		t.Errorf("user back: %d %s", r.status, r.body)
+	}
+}
+
 // TestSessionsEnd: a password change or reset and a demotion move the user's
-// credential_version on (login does it); tokens carrying an older one are refused at
-// once. A new account at a deleted user's address is a new id: the old tokens stay dead
+// credential_version on (login does it); tokens carrying an older one are refused once the
+// cached row has expired (userCacheTTL), tokens carrying the new one at once. A new account at a deleted user's address is a new id: the old tokens stay dead
 // and the answer's sub, which files and jobs belong to, differs.
 func TestSessionsEnd(t *testing.T) {
 	dsn := testDSN(t)
@@ -402,7 +460,8 @@ func TestSessionsEnd(t *testing.T) {
 	carol := insertUser(t, db, "carol@example.com", false)
 	cfg := rsConfig()
 	cfg["MYSQL_DSN"] = dsn
-	_, srv := startFunction(t, cfg)
+	clock := newTestClock()
+	_, srv := startFunctionAt(t, cfg, clock.Now)
 	token := func(id int64, email string, cv int64) string {
 		return "Bearer " + sign(t, jwt.SigningMethodRS256, testKey(), with(loginClaims(id, email, true), jwt.MapClaims{"cv": cv}), nil)
 	}
@@ -411,6 +470,7 @@ func TestSessionsEnd(t *testing.T) {
 		t.Fatalf("before the change: %d %s", r.status, r.body)
 	}
 	exec(t, db, "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?", bob) // what login's SetPassword and SetAdmin do
+	clock.Add(userCacheTTL)
 	if r := validate(t, srv.URL, "POST", before); r.status != 401 || r.header.Get("WWW-Authenticate") != invalid("token revoked") {
 		t.Errorf("token from before the change: %d %q", r.status, r.header.Get("WWW-Authenticate"))
 	}
@@ -463,13 +523,18 @@ func TestMySQLUnavailable(t *testing.T) {
 		id := insertUser(t, db, "bob@example.com", false)
 		cfg := rsConfig()
 		cfg["MYSQL_DSN"] = dsn
-		_, srv := startFunction(t, cfg)
+		clock := newTestClock()
+		_, srv := startFunctionAt(t, cfg, clock.Now)
 		header := "Bearer " + sign(t, jwt.SigningMethodRS256, testKey(), loginClaims(id, "bob@example.com", false), nil)
 
 		if r := validate(t, srv.URL, "POST", header); r.status != 200 {
 			t.Fatalf("up: %d %s", r.status, r.body)
 		}
 		gms.stop()
+		if r := validate(t, srv.URL, "POST", header); r.status != 200 {
+			t.Errorf("down, row cached: %d %s", r.status, r.body)
+		}
+		clock.Add(userCacheTTL)
 		r := validate(t, srv.URL, "POST", header)
 		if r.status != http.StatusServiceUnavailable || r.json(t)["error"] != "user store unavailable, try again" {
 			t.Fatalf("down: %d %s", r.status, r.body)

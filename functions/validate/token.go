@@ -44,23 +44,29 @@ func (s *state) handleValidate(w http.ResponseWriter, r *http.Request) {
 			invalidToken(w, "invalid subject")
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
-		defer cancel()
-		current, version, err := currentUser(ctx, s.db, id, c.Username)
-		if errors.Is(err, errUserGone) {
-			invalidToken(w, "user no longer exists")
-			return
+		key := userKey{id: id, email: c.Username}
+		user, cached := s.users.get(key)
+		if !cached || user.version != c.CredentialVersion {
+			ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+			defer cancel()
+			var err error
+			user.admin, user.version, err = currentUser(ctx, s.db, id, c.Username)
+			if errors.Is(err, errUserGone) {
+				invalidToken(w, "user no longer exists")
+				return
+			}
+			if err != nil {
+				s.log.Warn("user store unavailable", "err", err)
+				writeError(w, http.StatusServiceUnavailable, "user store unavailable, try again")
+				return
+			}
+			s.users.put(key, user)
 		}
-		if err != nil {
-			s.log.Warn("user store unavailable", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "user store unavailable, try again")
-			return
-		}
-		if err == nil && version != c.CredentialVersion {
+		if user.version != c.CredentialVersion {
 			invalidToken(w, "token revoked")
 			return
 		}
-		admin = admin && current
+		admin = admin && user.admin
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, answer{

@@ -11,12 +11,12 @@ import (
 
 // Copies says which kit files each function gets. A new function is a new line here.
 var Copies = map[string][]string{
-	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go"},
-	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go"},
+	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go", "gridfsread.go"},
+	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go", "gridfschunks.go", "gridfsread.go"},
 	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
-	"sweep":    {"settings.go", "lifecycle.go", "jobstate.go"},
-	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfswrite.go"},
+	"sweep":    {"settings.go", "lifecycle.go", "jobstate.go", "gridfschunks.go"},
+	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go"},
 	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
 	"web":      {"settings.go", "httperr.go", "lifecycle.go"},
 }

@@ -29,7 +29,8 @@ var errGridFSWriterDone = errors.New("gridfs writer: already closed or aborted")
 // GridFSWriter writes one file into a GridFS bucket the way the GridFS spec lays it out
 // (<bucket>.chunks documents {_id, files_id, n, data}, then the <bucket>.files document
 // {_id, length, chunkSize, uploadDate, filename, metadata} last), so any GridFS reader reads
-// it. It streams: each chunk is inserted as soon as it fills, from one pooled buffer.
+// it. It streams: each chunk is inserted as soon as it fills, from one pooled buffer. Chunk
+// _ids follow from the file's id and n (gridfsChunkID), for GridFSReader and the deleters.
 //
 // A file can be written across several writers (a resumable upload, one request at a time):
 // Flush stores the partial last chunk, and ResumeGridFSWriter continues after it. Until Close
@@ -72,7 +73,10 @@ func ResumeGridFSWriter(ctx context.Context, db *mongo.Database, bucket string, 
 			ID   any    `bson:"_id"`
 			Data []byte `bson:"data"`
 		}
-		err := w.chunks.FindOne(ctx, bson.D{{Key: "files_id", Value: id}, {Key: "n", Value: w.n}}).Decode(&last)
+		err := w.chunks.FindOne(ctx, bson.D{{Key: "_id", Value: gridfsChunkID(id, w.n)}}).Decode(&last)
+		if errors.Is(err, mongo.ErrNoDocuments) { // stored before the kit named chunks
+			err = w.chunks.FindOne(ctx, bson.D{{Key: "files_id", Value: id}, {Key: "n", Value: w.n}}).Decode(&last)
+		}
 		if err == nil && len(last.Data) != rest {
 			err = fmt.Errorf("gridfs resume: chunk %d holds %d bytes, want %d", w.n, len(last.Data), rest)
 		}
@@ -194,7 +198,16 @@ func (w *GridFSWriter) Close(filename string, metadata any) error {
 // leave nothing behind.
 func (w *GridFSWriter) Abort(ctx context.Context) error {
 	w.release()
-	_, err := w.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: w.id}})
+	stored := int64(w.n) // chunks 0..n-1, and n too when a shorter version of it is stored
+	if w.partial != nil {
+		stored++
+	}
+	deleted, err := deleteGridFSChunkRange(ctx, w.chunks, w.id, 0, int32(stored))
+	if err != nil || deleted == stored {
+		return err
+	}
+	// Chunks with other ids (written before the kit named them).
+	_, err = w.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: w.id}})
 	return err
 }
 
@@ -213,6 +226,9 @@ func (w *GridFSWriter) storeFull() error {
 // storeChunk inserts the buffer as chunk n, or replaces the shorter version of it stored before.
 func (w *GridFSWriter) storeChunk(ctx context.Context) error {
 	id := w.partial
+	if id == nil {
+		id = gridfsChunkID(w.id, w.n)
+	}
 	if id == nil {
 		id = bson.NewObjectID()
 	}
