@@ -44,8 +44,9 @@ var Settings = withTelemetry([]Setting{
 // Function converts uploaded videos to MP3. Its zero value is not usable: call New, then Start.
 type Function struct {
 	telemetry // traces and metrics: kit_telemetry.go
-	log       *slog.Logger
-	lc        lifecycle[state]
+
+	log *slog.Logger
+	lc  lifecycle[state]
 
 	// Test hooks, nil in production; set before Start, which hands them to the state.
 	onFFmpeg      func(args []string) // called before every ffmpeg run

@@ -61,8 +61,9 @@ var Settings = withTelemetry([]Setting{
 // Function is the login function. Its zero value is not usable: call New, then Start.
 type Function struct {
 	telemetry // traces and metrics: kit_telemetry.go
-	log       *slog.Logger
-	lc        lifecycle[state]
+
+	log *slog.Logger
+	lc  lifecycle[state]
 
 	clock func() time.Time // the limiter's clock: a test hook, set before Start; nil: time.Now
 }

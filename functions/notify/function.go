@@ -38,8 +38,9 @@ var Settings = withTelemetry([]Setting{
 // Function is the notify CloudEvents function.
 type Function struct {
 	telemetry // traces and metrics: kit_telemetry.go
-	log       *slog.Logger
-	lc        lifecycle[runtime]
+
+	log *slog.Logger
+	lc  lifecycle[runtime]
 }
 
 // New returns a notify function that answers 503 until Start has run.

@@ -53,8 +53,9 @@ var Settings = withTelemetry([]Setting{
 // Function is the sweep CloudEvents function.
 type Function struct {
 	telemetry // traces and metrics: kit_telemetry.go
-	log       *slog.Logger
-	lc        lifecycle[runtime]
+
+	log *slog.Logger
+	lc  lifecycle[runtime]
 }
 
 // New returns a sweep function that answers 503 until Start has run.

@@ -44,8 +44,9 @@ var Settings = withTelemetry([]Setting{
 // Function is the validate function. Its zero value is not usable: call New, then Start.
 type Function struct {
 	telemetry // traces and metrics: kit_telemetry.go
-	log       *slog.Logger
-	lc        lifecycle[state]
+
+	log *slog.Logger
+	lc  lifecycle[state]
 }
 
 // state is everything Start builds from the configuration.
