@@ -43,6 +43,7 @@ var (
 func (res result) write(ctx context.Context, w http.ResponseWriter, log *slog.Logger) {
 	switch {
 	case res.reply != nil:
+		injectEventTrace(ctx, res.reply) // the next function continues this trace
 		ctx := binding.WithForceBinary(ctx)
 		if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(res.reply), http.StatusOK, w); err != nil {
 			log.Error("cannot write the reply event", "err", err)

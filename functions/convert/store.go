@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 const chunkSizeBytes = 128 * 1024
@@ -39,7 +40,9 @@ func (s *state) findMP3(ctx context.Context, oid bson.ObjectID) (storedMP3, erro
 }
 
 // download copies the video from GridFS to a file.
-func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) error {
+func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) (err error) {
+	ctx, span := startSpan(ctx, "gridfs.read", attribute.String("gridfs.bucket", s.prefix+"videos/fs"))
+	defer func() { endSpan(span, err) }()
 	src, err := s.videosDB().GridFSBucket().OpenDownloadStream(ctx, oid)
 	if err != nil {
 		return err
@@ -60,7 +63,9 @@ func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) er
 var errStoredByOther = errors.New("another delivery is storing this MP3")
 
 // storeMP3 stores the MP3 in the mp3s bucket under the video's id.
-func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float64) (storedMP3, error) {
+func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float64) (_ storedMP3, err error) {
+	ctx, span := startSpan(ctx, "gridfs.write", attribute.String("gridfs.bucket", s.prefix+"mp3s/fs"))
+	defer func() { endSpan(span, err) }()
 	src, err := os.Open(name)
 	if err != nil {
 		return storedMP3{}, err

@@ -67,13 +67,31 @@ type telemetryState struct {
 	metricsServer  *http.Server // METRICS_ADDRESS, nil when unset
 }
 
+// newTracerProvider returns the tracer provider the settings ask for: an OTLP/HTTP exporter
+// behind a batch (a request never waits on the collector), or without an endpoint a no-op.
+func newTracerProvider(ctx context.Context, res *resource.Resource, set settings) (trace.TracerProvider, func(context.Context) error, error) {
+	endpoint := set.text("OTEL_EXPORTER_OTLP_ENDPOINT")
+	if endpoint == "" {
+		return tracenoop.NewTracerProvider(), func(context.Context) error { return nil }, nil
+	}
+	sampler, err := parseSampler(set.text("OTEL_TRACES_SAMPLER"), set.text("OTEL_TRACES_SAMPLER_ARG"))
+	if err != nil {
+		return nil, nil, err
+	}
+	exporter, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint+"/v1/traces"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res), sdktrace.WithSampler(sampler))
+	return tp, tp.Shutdown, nil
+}
+
 // propagator reads and writes W3C trace context: the traceparent and tracestate headers, and
 // the CloudEvents extensions of the same names.
 var propagator = propagation.TraceContext{}
 
 // startTelemetry builds the tracer and meter providers from the telemetry settings in cfg
-// (Start's map) and publishes them;
-// it replaces (and shuts down) those of an earlier Start. Without OTEL_EXPORTER_OTLP_ENDPOINT
+// (Start's map) and publishes them; it replaces (and shuts down) those of an earlier Start. Without OTEL_EXPORTER_OTLP_ENDPOINT
 // the tracer is a no-op one: spans cost nearly nothing, and a caller's trace context is still
 // passed on.
 func (t *telemetry) startTelemetry(ctx context.Context, function string, cfg map[string]string) error {
@@ -83,22 +101,10 @@ func (t *telemetry) startTelemetry(ctx context.Context, function string, cfg map
 	}
 	service := cmp.Or(set.text("OTEL_SERVICE_NAME"), function)
 	res := resource.NewSchemaless(semconv.ServiceName(service))
-	st := &telemetryState{
-		tracerProvider: tracenoop.NewTracerProvider(),
-		shutdownTraces: func(context.Context) error { return nil },
-		registry:       prometheus.NewRegistry(),
-	}
-	if endpoint := set.text("OTEL_EXPORTER_OTLP_ENDPOINT"); endpoint != "" {
-		sampler, err := parseSampler(set.text("OTEL_TRACES_SAMPLER"), set.text("OTEL_TRACES_SAMPLER_ARG"))
-		if err != nil {
-			return err
-		}
-		exporter, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint+"/v1/traces"))
-		if err != nil {
-			return fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
-		}
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res), sdktrace.WithSampler(sampler))
-		st.tracerProvider, st.shutdownTraces = tp, tp.Shutdown
+	st := &telemetryState{registry: prometheus.NewRegistry()}
+	st.tracerProvider, st.shutdownTraces, err = newTracerProvider(ctx, res, set)
+	if err != nil {
+		return err
 	}
 	exporter, err := otelprom.New(
 		otelprom.WithRegisterer(st.registry),
@@ -307,4 +313,24 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	in.emails, errs[4] = m.Int64Counter("mp3converter.emails", metric.WithDescription("Emails by kind (done, failed) and outcome (sent, failed)."))
 	in.jobsInFlight, errs[5] = m.Int64UpDownCounter("mp3converter.jobs.in_flight", metric.WithDescription("Conversions running now."))
 	return &in, errors.Join(errs[:]...)
+}
+
+// uploaded counts an upload stored and announced, and its bytes.
+func (m *instruments) uploaded(ctx context.Context, size int64) {
+	m.uploads.Add(ctx, 1)
+	m.uploadedBytes.Add(ctx, size)
+}
+
+// conversion counts a conversion's outcome: done, failed (with the reason's class) or retried.
+func (m *instruments) conversion(ctx context.Context, outcome, reason string) {
+	attrs := []attribute.KeyValue{attribute.String("outcome", outcome)}
+	if reason != "" {
+		attrs = append(attrs, attribute.String("reason", reason))
+	}
+	m.conversions.Add(ctx, 1, metric.WithAttributes(attrs...))
+}
+
+// email counts an email of kind (done, failed) by its outcome (sent, failed).
+func (m *instruments) email(ctx context.Context, kind, outcome string) {
+	m.emails.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", kind), attribute.String("outcome", outcome)))
 }

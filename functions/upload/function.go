@@ -123,7 +123,8 @@ func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	}
 
 	statusURL := s.publicURL + "/jobs/" + fid.Hex()
-	f.log.Info("upload accepted", "user", who.Username, "video_fid", fid.Hex(), "filename", src.name, "content_type", src.contentType, "size", src.size)
+	metricsOf(r.Context()).uploaded(r.Context(), src.size)
+	f.log.InfoContext(r.Context(), "upload accepted", "user", who.Username, "video_fid", fid.Hex(), "filename", src.name, "content_type", src.contentType, "size", src.size)
 	w.Header().Set("Location", statusURL)
 	writeJSON(w, http.StatusAccepted, map[string]string{"video_fid": fid.Hex(), "status_url": statusURL})
 }
