@@ -28,7 +28,7 @@ func (d *delivery) tracedFFmpeg(ctx context.Context, audio time.Duration, in med
 // failureClasses sort the reasons a conversion fails for good (the words users read) into the
 // few classes the conversions metric counts, first match wins.
 var failureClasses = []struct{ words, class string }{
-	{"missing", "missing_input"},
+	{"uploaded file is missing", "missing_input"},
 	{"not a video or audio file", "not_media"},
 	{"picture", "not_media"},
 	{"no audio track", "no_audio"},
