@@ -42,6 +42,7 @@ var groups = []struct {
 	{"auth", (*bench).auth},
 	{"coldstart", (*bench).coldStart},
 	{"concurrency", (*bench).concurrency},
+	{"tracing", (*bench).tracing},
 }
 
 type config struct {

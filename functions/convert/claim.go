@@ -89,6 +89,8 @@ func (d *delivery) process(ctx context.Context, oid bson.ObjectID, up uploaded) 
 	defer cancelWork()
 	stopRenewing := d.renewClaim(workCtx, cancelWork, lease)
 	defer stopRenewing()
+	metricsOf(ctx).jobsInFlight.Add(ctx, 1)
+	defer metricsOf(ctx).jobsInFlight.Add(ctx, -1)
 	return d.convert(workCtx)
 }
 
@@ -134,6 +136,8 @@ func (d *delivery) renewClaim(ctx context.Context, lost context.CancelFunc, leas
 // another delivery is converting; an expired one is skipped; the first free number is inserted.
 // It returns the claim's attempt number, or 0 and the end of the live claim of another delivery.
 func (s *state) claim(ctx context.Context, oid bson.ObjectID, owner string, after int32, now, lease time.Time) (int32, time.Time, error) {
+	ctx, span := startSpan(ctx, "job.claim")
+	defer span.End()
 	claims := s.claims()
 	n := after
 	for range 100 {

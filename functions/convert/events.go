@@ -44,6 +44,7 @@ var (
 func (res result) write(ctx context.Context, w http.ResponseWriter, log *slog.Logger) {
 	switch {
 	case res.reply != nil:
+		injectEventTrace(ctx, res.reply) // the next function continues this trace
 		ctx := binding.WithForceBinary(ctx)
 		// In binary mode the body is the data: its length lets the broker take the reply
 		// before Handle returns (result.after).

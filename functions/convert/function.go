@@ -27,7 +27,7 @@ import (
 )
 
 // Settings are the environment variables convert reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos and mp3s databases"},
 	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
 	{Name: "CONVERT_TIMEOUT", Kind: KindDuration, Default: "10m", Min: "1s", Meaning: "bound of one conversion"},
@@ -39,10 +39,12 @@ var Settings = []Setting{
 	{Name: "TMPDIR", Kind: KindText, Meaning: "where the video and the MP3 are staged; unset: the system's temporary directory"},
 	{Name: "FFMPEG_PATH", Kind: KindText, Meaning: "ffmpeg to run; unset: found in PATH"},
 	{Name: "FFPROBE_PATH", Kind: KindText, Meaning: "ffprobe to run; unset: found in PATH"},
-}
+})
 
 // Function converts uploaded videos to MP3. Its zero value is not usable: call New, then Start.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[state]
 
@@ -76,11 +78,14 @@ type state struct {
 
 // New returns a Function that answers 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "convert")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "convert")}
 }
 
 // Handle converts the video named by a video.uploaded CloudEvent and replies with the result event.
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
+
+// handle is Handle inside the request's trace.
+func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, "starting up, try again")
@@ -130,6 +135,9 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 
 // Start reads the configuration. Backing services are not contacted: the client connects lazily.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "convert", cfg); err != nil {
+		return err
+	}
 	set, err := loadSettings(Settings, cfg)
 	if err != nil {
 		return err
@@ -198,6 +206,7 @@ func (s *state) removeDeadTempDirs(log *slog.Logger) {
 
 // Stop closes the MongoDB connections.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	s := f.lc.stop()
 	if s == nil {
 		return nil

@@ -117,7 +117,8 @@ func (d *delivery) finish(ctx context.Context, mp3 storedMP3) result {
 		return d.retry(ctx, msgStorageDown, fmt.Errorf("mark the job done: %w", err))
 	}
 	d.dropClaims(bctx)
-	d.log.Info("job done", "size", mp3.Length, "duration_seconds", mp3.Metadata.DurationSeconds)
+	d.log.InfoContext(ctx, "job done", "size", mp3.Length, "duration_seconds", mp3.Metadata.DurationSeconds)
+	metricsOf(ctx).conversion(ctx, "done", "")
 	res := result{reply: convertedEvent(j, mp3)}
 	if !d.keepVideos {
 		// After the reply: the video's delete need not hold the broker up. If convert dies
@@ -142,7 +143,8 @@ func (d *delivery) deleteVideo(ctx context.Context) {
 
 // fail marks the job failed for good and builds the conversion.failed reply.
 func (d *delivery) fail(ctx context.Context, reason, detail string) result {
-	d.log.Warn("conversion failed", "reason", reason, "detail", detail)
+	d.log.WarnContext(ctx, "conversion failed", "reason", reason, "detail", detail)
+	metricsOf(ctx).conversion(ctx, "failed", failureClass(reason))
 	cctx, cancel := cleanupContext(ctx)
 	defer cancel()
 	_, err := d.jobs().UpdateOne(cctx, bson.D{{Key: "_id", Value: d.job.ID}}, bson.D{
@@ -182,6 +184,7 @@ func (d *delivery) retryDroppingPartialMP3(ctx context.Context, cause error) res
 
 // release ends the claim and the job's lease by budget and answers 503 with message.
 func (d *delivery) release(ctx context.Context, budget time.Time, message string) result {
+	metricsOf(ctx).conversion(ctx, "retried", "")
 	cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), budget)
 	defer cancel()
 	d.releaseClaim(cctx)

@@ -13,6 +13,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // gridfsChunkSize is the size of every chunk but a file's last: FerretDB needs chunks well
@@ -46,10 +49,11 @@ type GridFSWriter struct {
 	chunks *mongo.Collection
 	id     any
 
-	n       int32   // index of the chunk buf holds
-	stored  int64   // bytes in chunks 0..n-1, all full
-	buf     *[]byte // pooled; holds the first len(*buf) bytes of chunk n; nil once done
-	partial any     // _id of chunk n when a shorter version of it is stored (Flush, resume), else nil
+	n       int32      // index of the chunk buf holds
+	stored  int64      // bytes in chunks 0..n-1, all full
+	buf     *[]byte    // pooled; holds the first len(*buf) bytes of chunk n; nil once done
+	partial any        // _id of chunk n when a shorter version of it is stored (Flush, resume), else nil
+	span    trace.Span // from the writer's start to Close or Abort
 }
 
 // NewGridFSWriter starts the file id in bucket (e.g. "fs") of db. Like the driver, it creates
@@ -93,7 +97,9 @@ func ResumeGridFSWriter(ctx context.Context, db *mongo.Database, bucket string, 
 }
 
 func newGridFSWriter(ctx context.Context, db *mongo.Database, bucket string, id any) *GridFSWriter {
+	ctx, span := startSpan(ctx, "gridfs.write", attribute.String("db.namespace", db.Name()), attribute.String("gridfs.bucket", bucket))
 	return &GridFSWriter{
+		span:   span,
 		ctx:    ctx,
 		files:  db.Collection(bucket + ".files"),
 		chunks: db.Collection(bucket + ".chunks"),
@@ -181,6 +187,8 @@ func (w *GridFSWriter) Close(filename string, metadata any) error {
 		}
 	}
 	w.release()
+	w.span.SetAttributes(attribute.Int64("gridfs.length", length))
+	defer w.span.End()
 	doc := bson.D{
 		{Key: "_id", Value: w.id},
 		{Key: "length", Value: length},
@@ -200,6 +208,8 @@ func (w *GridFSWriter) Close(filename string, metadata any) error {
 // leave nothing behind.
 func (w *GridFSWriter) Abort(ctx context.Context) error {
 	w.release()
+	w.span.SetStatus(codes.Error, "aborted")
+	defer w.span.End()
 	stored := int64(w.n) // chunks 0..n-1, and n too when a shorter version of it is stored
 	if w.partial != nil {
 		stored++

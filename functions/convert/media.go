@@ -71,13 +71,15 @@ func (e *ffmpegError) Error() string {
 
 // probe runs ffprobe on a file. Other errors than *probeError are transient
 // (ffprobe missing, killed by the deadline).
-func (s *state) probe(ctx context.Context, name string) (mediaInfo, error) {
+func (s *state) probe(ctx context.Context, name string) (_ mediaInfo, err error) {
+	ctx, span := startSpan(ctx, "ffprobe")
+	defer func() { endSpan(span, err) }()
 	var stdout, stderr bytes.Buffer
 	args := append(inputOptions(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
 	cmd := exec.CommandContext(ctx, s.ffprobe, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
-	err := startLimited(cmd, s.limits())
+	err = startLimited(cmd, s.limits())
 	if err == nil {
 		err = cmd.Wait()
 	}

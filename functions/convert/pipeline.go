@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -16,6 +17,7 @@ import (
 // convert does the claimed job: reuse a stored MP3, or run ffmpeg and store its output.
 func (d *delivery) convert(ctx context.Context) result {
 	oid := d.job.ID
+	started := time.Now()
 
 	// A complete MP3 from an earlier delivery that crashed before marking the job done.
 	mp3, err := d.findMP3(ctx, oid)
@@ -75,7 +77,7 @@ func (d *delivery) convert(ctx context.Context) result {
 	out := filepath.Join(dir, "audio.mp3")
 	copyAudio := info.audioCodec == "mp3"
 	prog := d.trackProgress(ctx, info.duration, d.progressEvery)
-	err = d.runFFmpeg(ctx, mediaInput{name: in, format: info.format}, out, copyAudio, prog)
+	err = d.tracedFFmpeg(ctx, info.duration, mediaInput{name: in, format: info.format}, out, copyAudio, prog)
 	prog.stop()
 	if err != nil {
 		var fe *ffmpegError
@@ -112,6 +114,7 @@ func (d *delivery) convert(ctx context.Context) result {
 	if err != nil {
 		return d.retryDroppingPartialMP3(ctx, fmt.Errorf("store the MP3: %w", err))
 	}
+	metricsOf(ctx).conversionSpeed.Record(ctx, time.Since(started).Seconds()/seconds)
 	return d.finish(ctx, stored)
 }
 

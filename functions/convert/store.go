@@ -10,6 +10,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // storedMP3 is a files document of the mp3s GridFS bucket.
@@ -33,7 +34,9 @@ func (s *state) findMP3(ctx context.Context, oid bson.ObjectID) (storedMP3, erro
 }
 
 // download copies the video from GridFS to a file (mongo.ErrFileNotFound when there is none).
-func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) error {
+func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) (err error) {
+	ctx, span := startSpan(ctx, "gridfs.read", attribute.String("gridfs.bucket", s.prefix+"videos/fs"))
+	defer func() { endSpan(span, err) }()
 	src, err := OpenGridFSReader(ctx, s.videosDB(), "fs", oid, 0)
 	if err != nil {
 		return err
@@ -54,7 +57,9 @@ func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) er
 var errStoredByOther = errors.New("another delivery is storing this MP3")
 
 // storeMP3 stores the MP3 in the mp3s bucket under the video's id.
-func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float64) (storedMP3, error) {
+func (s *state) storeMP3(ctx context.Context, j job, name string, seconds float64) (_ storedMP3, err error) {
+	ctx, span := startSpan(ctx, "gridfs.write", attribute.String("gridfs.bucket", s.prefix+"mp3s/fs"))
+	defer func() { endSpan(span, err) }()
 	src, err := os.Open(name)
 	if err != nil {
 		return storedMP3{}, err

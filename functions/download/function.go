@@ -21,7 +21,7 @@ import (
 )
 
 // Settings are the environment variables download reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos and mp3s databases"},
 	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
 	{Name: "VALIDATE_URL", Kind: KindURL, Required: true, Meaning: "validate's endpoint, asked about bearer tokens"},
@@ -31,10 +31,12 @@ var Settings = []Setting{
 	{Name: "LINK_SECRET", Kind: KindText, Required: true, Meaning: "key of the signed download links (at least 32 bytes; a Secret)"},
 	{Name: "LINK_SECRET_PREVIOUS", Kind: KindText, Meaning: "the key before LINK_SECRET, still accepted while links made with it live"},
 	{Name: "LINK_TTL", Kind: KindDuration, Default: "168h", Min: "1m", Meaning: "how long a job's signed download_url works"},
-}
+})
 
 // Function is the download function. Its zero value is not usable: call New, then Start.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[state]
 }
@@ -55,11 +57,14 @@ type state struct {
 
 // New returns a download function that answers 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "download")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "download")}
 }
 
 // Handle serves GET|HEAD /download?fid=, /jobs/{video_fid} and /jobs.
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
+
+// handle is Handle inside the request's trace.
+func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, "starting, try again")
@@ -130,6 +135,9 @@ func route(p string) (rt *routeEntry, arg string) {
 // Start reads the configuration. It fails only on bad configuration, never because MongoDB or
 // validate is down: both are reached per request.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "download", cfg); err != nil {
+		return err
+	}
 	set, err := loadSettings(Settings, cfg)
 	if err != nil {
 		return err
@@ -169,6 +177,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop closes the MongoDB connections.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	s := f.lc.stop()
 	if s == nil {
 		return nil

@@ -41,7 +41,7 @@ const (
 )
 
 // Settings are the environment variables login reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "MYSQL_DSN", Kind: KindText, Required: true, Meaning: "the MySQL database of the users table, e.g. user:pass@tcp(host:3306)/auth?parseTime=true; login creates the database and table"},
 	{Name: "JWT_PRIVATE_KEY", Kind: KindText, Meaning: "RS256 signing key, PEM (PKCS#1 or PKCS#8, at least 2048 bits)"},
 	{Name: "JWT_PRIVATE_KEY_FILE", Kind: KindText, Meaning: "a file holding JWT_PRIVATE_KEY"},
@@ -56,10 +56,12 @@ var Settings = []Setting{
 	{Name: "K_SINK", Kind: KindURL, Meaning: "the broker ingress user.deleted goes to; a SinkBinding sets it on the cluster; unset: none is published"},
 	{Name: "TRUSTED_PROXY_HOPS", Kind: KindInt, Default: "0", Min: "0", Max: "10", Meaning: "proxies in front that append to X-Forwarded-For, the TCP peer's being the first: the per-client limit counts the entry that many from the right (0: the TCP peer)"},
 	{Name: "TRUSTED_PROXIES", Kind: KindText, Meaning: "comma-separated CIDRs of further proxies (a cluster's pod network: ingress, activator): X-Forwarded-For entries inside them are skipped leftwards to find the client"},
-}
+})
 
 // Function is the login function. Its zero value is not usable: call New, then Start.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[state]
 
@@ -99,11 +101,14 @@ type state struct {
 
 // New returns a Function that serves 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "login")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "login")}
 }
 
 // Handle serves every request of the function.
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
+
+// handle is Handle inside the request's trace.
+func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, "starting, try again")
@@ -135,6 +140,9 @@ func (s *state) newRoutes() *http.ServeMux {
 // Start reads the configuration and starts the migration in the background. A MySQL that
 // is down does not fail Start: the migration is retried by the next request.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "login", cfg); err != nil {
+		return err
+	}
 	s, err := f.configure(cfg)
 	if err != nil {
 		return err
@@ -158,6 +166,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop closes the connection pool.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	s := f.lc.stop()
 	if s == nil {
 		return nil

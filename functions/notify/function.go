@@ -23,7 +23,7 @@ import (
 )
 
 // Settings are the environment variables notify reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos and mp3s databases"},
 	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
 	{Name: "SMTP_URL", Kind: KindText, Meaning: "smtp://user:pass@host:587 (STARTTLS when offered) or smtps://...:465; unset: .eml files in MAIL_DIR"},
@@ -33,17 +33,19 @@ var Settings = []Setting{
 	{Name: "SMTP_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "bound of one whole send"},
 	{Name: "LINK_SECRET", Kind: KindText, Required: true, Meaning: "key of the signed download links in the emails (at least 32 bytes; a Secret)"},
 	{Name: "LINK_TTL", Kind: KindDuration, Default: "168h", Min: "1m", Meaning: "how long the link in an email works"},
-}
+})
 
 // Function is the notify CloudEvents function.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[runtime]
 }
 
 // New returns a notify function that answers 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "notify")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "notify")}
 }
 
 // Handle emails the user about a finished or failed conversion, and fails the job of a
@@ -51,6 +53,11 @@ func New() *Function {
 // (MongoDB or SMTP unavailable) returns 503 so that the broker retries; everything else
 // (done, duplicate, bad data, permanent SMTP rejection) returns 200.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	return f.handleEvent(ctx, e, f.handle)
+}
+
+// handle is Handle inside the event's trace.
+func (f *Function) handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	rt := f.lc.load()
 	if rt == nil {
 		return nil, cehttp.NewResult(503, "notify is starting, try again")
@@ -103,6 +110,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 // Start reads the configuration. It fails only on bad configuration: MongoDB and SMTP are
 // reached lazily, so the function comes up while they are down and recovers by itself.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "notify", cfg); err != nil {
+		return err
+	}
 	rt, err := newRuntime(cfg)
 	if err != nil {
 		return err
@@ -120,6 +130,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop disconnects from MongoDB.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	rt := f.lc.stop()
 	if rt == nil {
 		return nil

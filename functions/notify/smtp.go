@@ -13,6 +13,7 @@ import (
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // newSMTPClient builds a go-mail client from smtp://user:pass@host:587 (STARTTLS when
@@ -79,7 +80,9 @@ func newSMTPClient(raw string, timeout time.Duration) (*gomail.Client, string, e
 }
 
 // send delivers msg over SMTP, or writes it into the outbox without SMTP_URL.
-func (rt *runtime) send(ctx context.Context, log *slog.Logger, n notice, msg *gomail.Msg, subject string) error {
+func (rt *runtime) send(ctx context.Context, log *slog.Logger, n notice, msg *gomail.Msg, subject string) (err error) {
+	ctx, span := startSpan(ctx, "smtp.send", attribute.String("email.kind", n.kind))
+	defer func() { endSpan(span, err); countEmail(ctx, n.kind, err) }()
 	if rt.smtp == nil {
 		path, err := writeEML(rt.mailDir, n.videoFID+"-"+n.kind+".eml", msg)
 		if err != nil {
@@ -93,7 +96,7 @@ func (rt *runtime) send(ctx context.Context, log *slog.Logger, n notice, msg *go
 	if err := rt.smtp.DialAndSendWithContext(dial, msg); err != nil {
 		return err
 	}
-	log.Info("email sent", "to", n.to, "subject", subject, "smtp", rt.smtpAddr)
+	log.InfoContext(ctx, "email sent", "to", n.to, "subject", subject, "smtp", rt.smtpAddr)
 	return nil
 }
 

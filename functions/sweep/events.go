@@ -103,6 +103,7 @@ func newEvent(typ, source, id, subject string, data any) *event.Event {
 func (rt *runtime) send(ctx context.Context, e *event.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
+	injectEventTrace(ctx, e) // a re-driven job's work is traced under this sweep run
 	if res := rt.events.Send(ctx, *e); !cloudevents.IsACK(res) {
 		return res
 	}

@@ -38,7 +38,7 @@ const (
 const runTimeout = 25 * time.Second
 
 // Settings are the environment variables sweep reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos and mp3s databases"},
 	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
 	{Name: "K_SINK", Kind: KindURL, Required: true, Meaning: "the broker ingress the re-sent events go to; a SinkBinding sets it on the cluster"},
@@ -48,23 +48,30 @@ var Settings = []Setting{
 	{Name: "STUCK_AFTER", Kind: KindDuration, Default: "70m", Min: "1s", Meaning: "a converting job whose claim ended this long ago is stuck: beyond the convert Trigger's whole retry window (about 62 min) and upload's UPLOAD_TIMEOUT"},
 	{Name: "MP3_RETENTION", Kind: KindDuration, Default: "720h", Min: "0s", Meaning: "MP3s older than this are deleted and their job becomes expired (720h: 30 days); 0 keeps them forever"},
 	{Name: "KEEP_VIDEOS", Kind: KindBool, Default: "false", Meaning: "keep the videos of finished jobs (as convert's KEEP_VIDEOS)"},
-}
+})
 
 // Function is the sweep CloudEvents function.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[runtime]
 }
 
 // New returns a sweep function that answers 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "sweep")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "sweep")}
 }
 
 // Handle runs a sweep on a PingSource tick, and removes a deleted user's data on
 // user.deleted. It never replies with an event. MongoDB unavailable answers 503 (the broker
 // retries a user.deleted; a missed tick is made up by the next one).
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	return f.handleEvent(ctx, e, f.handle)
+}
+
+// handle is Handle inside the event's trace.
+func (f *Function) handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	rt := f.lc.load()
 	if rt == nil {
 		return nil, cehttp.NewResult(503, "sweep is starting, try again")
@@ -108,6 +115,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 // Start reads the configuration. MongoDB and the broker are reached lazily, so the function
 // comes up while they are down.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "sweep", cfg); err != nil {
+		return err
+	}
 	rt, err := newRuntime(cfg)
 	if err != nil {
 		return err
@@ -122,6 +132,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop disconnects from MongoDB.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	rt := f.lc.stop()
 	if rt == nil {
 		return nil

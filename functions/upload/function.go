@@ -20,7 +20,7 @@ import (
 )
 
 // Settings are the environment variables upload reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "MONGODB_URI", Kind: KindText, Required: true, Meaning: "the MongoDB that holds the videos database"},
 	{Name: "MONGODB_DB_PREFIX", Kind: KindText, Meaning: "prefix of the database names, so several stacks can share one MongoDB"},
 	{Name: "VALIDATE_URL", Kind: KindURL, Required: true, Meaning: "validate's endpoint, asked about bearer tokens"},
@@ -31,10 +31,12 @@ var Settings = []Setting{
 	{Name: "UPLOAD_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "time an identified caller gets to send the body"},
 	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest), one user at most half of them; more get 503 with Retry-After"},
 	{Name: "UPLOAD_IDLE_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "an upload that sends no byte for this long is ended with 408"},
-}
+})
 
 // Function is the upload function. Its zero value is not usable: call New, then Start.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[state]
 }
@@ -55,12 +57,15 @@ type state struct {
 
 // New returns an upload function that answers 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "upload")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "upload")}
 }
 
 // Handle serves POST /upload: multipart/form-data with exactly one file part, or a raw
 // video/*, audio/* or application/octet-stream body named by ?filename=.
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
+
+// handle is Handle inside the request's trace.
+func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, "starting, try again")
@@ -118,7 +123,8 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	}
 
 	statusURL := s.publicURL + "/jobs/" + fid.Hex()
-	f.log.Info("upload accepted", "user", who.Username, "video_fid", fid.Hex(), "filename", src.name, "content_type", src.contentType, "size", src.size)
+	metricsOf(r.Context()).uploaded(r.Context(), src.size)
+	f.log.InfoContext(r.Context(), "upload accepted", "user", who.Username, "video_fid", fid.Hex(), "filename", src.name, "content_type", src.contentType, "size", src.size)
 	w.Header().Set("Location", statusURL)
 	writeJSON(w, http.StatusAccepted, map[string]string{"video_fid": fid.Hex(), "status_url": statusURL})
 }
@@ -126,6 +132,9 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 // Start reads the configuration. It fails only on bad configuration, never because a backing
 // service is down: MongoDB is dialled lazily, validate and the broker per request.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "upload", cfg); err != nil {
+		return err
+	}
 	set, err := loadSettings(Settings, cfg)
 	if err != nil {
 		return err
@@ -173,6 +182,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop closes the MongoDB connections.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	s := f.lc.stop()
 	if s == nil {
 		return nil

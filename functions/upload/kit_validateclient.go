@@ -12,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // authClient asks validate about bearer tokens and caches its yes for a while.
@@ -54,6 +57,8 @@ func newAuthClient(url string, ttl time.Duration) *authClient {
 // identify returns who holds the bearer token in header, or the answer to give instead:
 // 401 for a missing or refused token, 503 when validate cannot be asked.
 func (a *authClient) identify(ctx context.Context, header string) (identity, *httpError) {
+	ctx, span := startSpan(ctx, "token.check")
+	defer span.End()
 	scheme, token, _ := strings.Cut(header, " ")
 	token = strings.TrimSpace(token)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
@@ -65,6 +70,7 @@ func (a *authClient) identify(ctx context.Context, header string) (identity, *ht
 	c, ok := a.cache[key]
 	a.mu.Unlock()
 	if ok && now.Before(c.until) {
+		span.SetAttributes(attribute.Bool("token.cached", true))
 		return c.identity, nil
 	}
 
@@ -75,6 +81,7 @@ func (a *authClient) identify(ctx context.Context, header string) (identity, *ht
 		return identity{}, &httpError{status: http.StatusServiceUnavailable, msg: "authentication unavailable, try again", cause: err}
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	propagator.Inject(ctx, propagation.HeaderCarrier(req.Header)) // validate's span joins the trace
 	resp, err := a.http.Do(req)
 	if err != nil {
 		return identity{}, &httpError{status: http.StatusServiceUnavailable, msg: "authentication unavailable, try again", cause: err}

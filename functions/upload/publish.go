@@ -36,6 +36,7 @@ func (s *state) publish(ctx context.Context, fid bson.ObjectID, username string,
 	}); err != nil {
 		return err
 	}
+	injectEventTrace(ctx, &e) // convert, and notify after it, continue this request's trace
 
 	backoff := 100 * time.Millisecond
 	var res error

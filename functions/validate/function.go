@@ -29,7 +29,7 @@ import (
 const dbTimeout = 5 * time.Second
 
 // Settings are the environment variables validate reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "JWT_PUBLIC_KEY", Kind: KindText, Meaning: "RS256 verification key, PEM"},
 	{Name: "JWT_PUBLIC_KEY_FILE", Kind: KindText, Meaning: "a file holding JWT_PUBLIC_KEY"},
 	{Name: "JWT_PRIVATE_KEY", Kind: KindText, Meaning: "login's signing key, to derive the public key from"},
@@ -40,10 +40,12 @@ var Settings = []Setting{
 	{Name: "JWT_TTL", Kind: KindDuration, Default: "24h", Min: "1s", Meaning: "the longest lifetime (exp - iat) a token may claim: login's JWT_TTL"},
 	{Name: "JWT_LEEWAY", Kind: KindDuration, Default: "5s", Min: "0s", Max: "30s", Meaning: "clock skew allowed on exp, nbf and iat"},
 	{Name: "MYSQL_DSN", Kind: KindText, Meaning: "optional: when set, tokens of deleted users and tokens from before a password change or demotion are refused (503 while MySQL is down)"},
-}
+})
 
 // Function is the validate function. Its zero value is not usable: call New, then Start.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[state]
 	now func() time.Time // the user cache's clock; tests move it
@@ -64,11 +66,14 @@ type state struct {
 
 // New returns a Function that serves 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "validate"), now: time.Now}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "validate"), now: time.Now}
 }
 
 // Handle serves every request of the function.
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
+
+// handle is Handle inside the request's trace.
+func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, "starting, try again")
@@ -94,6 +99,9 @@ func (s *state) newRoutes() *http.ServeMux {
 // Start reads the configuration. It never dials MySQL, so a MySQL that is
 // down does not fail it; only bad configuration does.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "validate", cfg); err != nil {
+		return err
+	}
 	set, err := loadSettings(Settings, cfg)
 	if err != nil {
 		return fmt.Errorf("validate: %w", err)
@@ -127,6 +135,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop closes the connection pool, if any.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	s := f.lc.stop()
 	if s == nil || s.db == nil {
 		return nil

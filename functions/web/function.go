@@ -15,16 +15,18 @@ import (
 )
 
 // Settings are the environment variables web reads (README, "Configuration").
-var Settings = []Setting{
+var Settings = withTelemetry([]Setting{
 	{Name: "LOGIN_URL", Kind: KindURL, Required: true, Meaning: "base URL of the login function (/login, /users)"},
 	{Name: "UPLOAD_URL", Kind: KindURL, Required: true, Meaning: "base URL of the upload function (/upload)"},
 	{Name: "DOWNLOAD_URL", Kind: KindURL, Required: true, Meaning: "base URL of the download function (/download, /jobs)"},
 	{Name: "VALIDATE_URL", Kind: KindURL, Required: true, Meaning: "base URL of the validate function (/validate, /.well-known/jwks.json); no path, unlike the other functions' VALIDATE_URL"},
 	{Name: "TRANSFER_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "time an upload or a download may take through web; longer than UPLOAD_TIMEOUT and DOWNLOAD_TIMEOUT, so those functions answer first"},
-}
+})
 
 // Function is the web function. Its zero value is not usable: call New, then Start.
 type Function struct {
+	telemetry // traces and metrics: kit_telemetry.go
+
 	log *slog.Logger
 	lc  lifecycle[state]
 }
@@ -36,11 +38,14 @@ type state struct {
 
 // New returns a web function that answers 503 until Start has run.
 func New() *Function {
-	return &Function{log: slog.Default().With("function", "web")}
+	return &Function{log: withTraceIDs(slog.Default()).With("function", "web")}
 }
 
 // Handle serves the web app and passes the API paths on (routes.go).
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
+
+// handle is Handle inside the request's trace.
+func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		w.Header().Set("Retry-After", "1")
@@ -52,6 +57,9 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 
 // Start reads the functions' URLs and builds the route table.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := f.startTelemetry(ctx, "web", cfg); err != nil {
+		return err
+	}
 	set, err := loadSettings(Settings, cfg)
 	if err != nil {
 		return err
@@ -71,6 +79,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Stop forgets the routes; web holds no connections of its own.
 func (f *Function) Stop(ctx context.Context) error {
+	defer f.stopTelemetry(ctx) // after the work in flight: its spans are exported
 	f.lc.stop()
 	return nil
 }

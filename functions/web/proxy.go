@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // proxy passes requests on to one function. Bodies stream both ways: nothing is buffered,
@@ -49,6 +51,8 @@ func newProxy(function string, target *url.URL, timeout time.Duration, log *slog
 					pr.Out.Header.Set(h, v)
 				}
 			}
+			// The function's span is a child of web's (kit_telemetry.go).
+			propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(pr.Out.Header))
 		},
 		Transport:     upstreamTransport,
 		FlushInterval: -1, // downloads reach the client as they come

@@ -11,14 +11,14 @@ import (
 
 // Copies says which kit files each function gets. A new function is a new line here.
 var Copies = map[string][]string{
-	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go", "gridfsread.go"},
-	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go", "gridfschunks.go", "gridfsread.go"},
-	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
-	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go"},
-	"sweep":    {"settings.go", "lifecycle.go", "jobstate.go", "gridfschunks.go"},
-	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go"},
-	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go"},
-	"web":      {"settings.go", "httperr.go", "lifecycle.go"},
+	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go", "gridfsread.go", "telemetry.go", "eventtrace.go"},
+	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go", "gridfschunks.go", "gridfsread.go", "telemetry.go"},
+	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go", "telemetry.go"},
+	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go", "telemetry.go", "eventtrace.go"},
+	"sweep":    {"settings.go", "lifecycle.go", "jobstate.go", "gridfschunks.go", "telemetry.go", "eventtrace.go"},
+	"upload":   {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go", "telemetry.go", "eventtrace.go"},
+	"validate": {"settings.go", "httperr.go", "lifecycle.go", "jwt.go", "telemetry.go"},
+	"web":      {"settings.go", "httperr.go", "lifecycle.go", "telemetry.go"},
 }
 
 // Generated returns every copy the table produces, keyed by its path relative to root (the

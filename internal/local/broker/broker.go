@@ -33,6 +33,9 @@ import (
 	"github.com/cloudevents/sdk-go/v2/types"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"mp3converter/knative/model"
 )
 
@@ -55,6 +58,9 @@ type Options struct {
 	// HTTPClient delivers events; default: a client without overall timeout
 	// (the delivery timeout bounds each attempt).
 	HTTPClient *http.Client
+	// TracerProvider traces each delivery (default: none). The trace goes on from the event's
+	// traceparent extension to the subscriber's traceparent header (tracing.go).
+	TracerProvider trace.TracerProvider
 
 	queueSize   int           // memory: events per trigger queue (default 1000)
 	publishWait time.Duration // RabbitMQ: how long a publish waits for a connection (default 5 s)
@@ -98,6 +104,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{}
 	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = noop.NewTracerProvider()
+	}
 	if o.BrokerName == "" {
 		o.BrokerName = "default"
 	}
@@ -135,7 +144,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b.deliveryCtx, b.abort = context.WithCancel(context.Background())
 	b.stopConsuming = stop
 	for _, t := range b.triggers {
-		d := &dispatcher{t: t, client: b.client, publish: b.backend.publish, log: b.log.With("trigger", t.name), closing: consumeCtx.Done()}
+		d := &dispatcher{t: t, client: b.client, tracer: o.TracerProvider.Tracer("mp3converter/broker"), publish: b.backend.publish, log: b.log.With("trigger", t.name), closing: consumeCtx.Done()}
 		b.wg.Go(func() {
 			b.backend.consume(consumeCtx, t, func(e event.Event) outcome { return d.deliver(b.deliveryCtx, e) })
 		})

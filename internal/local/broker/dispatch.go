@@ -16,6 +16,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // outcome tells the backend what to do with a message after a delivery.
@@ -46,6 +48,7 @@ const (
 type dispatcher struct {
 	t       *trigger
 	client  *http.Client
+	tracer  trace.Tracer
 	publish func(context.Context, *event.Event) error
 	log     *slog.Logger
 	closing <-chan struct{} // closed when the broker starts closing: no more retries
@@ -81,6 +84,8 @@ func (a attempt) ok() bool { return a.status >= 200 && a.status < 300 }
 // dispatcher uses sdk-go's retries; Knative's retryAfterMax is an alpha
 // feature, off by default), and the local broker should behave the same.
 func (d *dispatcher) deliver(ctx context.Context, e event.Event) outcome {
+	ctx, span := d.startDelivery(ctx, e)
+	defer span.End()
 	log := d.log.With("id", e.ID(), "type", e.Type())
 	a, ok := d.send(ctx, log, d.t.subscriber, &e)
 	if !ok {
@@ -166,6 +171,7 @@ func (d *dispatcher) post(ctx context.Context, target *url.URL, e *event.Event) 
 		return attempt{err: err}
 	}
 	req.Header.Set("Prefer", "reply")
+	propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return attempt{err: err}

@@ -20,6 +20,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The hooks func-go looks for on an instance; each is optional.
@@ -68,6 +69,22 @@ type Function struct {
 	Concurrency int
 	// QueueWait bounds a request's wait for a slot (default 10 minutes).
 	QueueWait time.Duration
+	// Metrics, when set, is served at GET /metrics beside the health paths (the local
+	// stack serves every function's metrics on web's address).
+	Metrics http.Handler
+}
+
+// metricsReporter is what a function's embedded kit telemetry adds to it.
+type metricsReporter interface {
+	MetricsGatherer() prometheus.Gatherer
+}
+
+// Gatherer returns the instance's Prometheus metrics, or nil when it has none.
+func Gatherer(instance any) prometheus.Gatherer {
+	if m, ok := instance.(metricsReporter); ok {
+		return m.MetricsGatherer()
+	}
+	return nil
 }
 
 // Serve serves f until ctx is done or Start fails, then shuts down: the HTTP
@@ -93,6 +110,9 @@ func Serve(ctx context.Context, f Function) error {
 	}
 	mux.HandleFunc("/health/readiness", probe(ready, "READY"))
 	mux.HandleFunc("/health/liveness", probe(alive, "ALIVE"))
+	if f.Metrics != nil {
+		mux.Handle("GET /metrics", f.Metrics)
+	}
 	if f.Concurrency > 0 {
 		handler = newQueue(f.Concurrency, f.QueueWait).wrap(handler)
 	}

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
+	"mp3converter/internal/kit"
 	"mp3converter/internal/local/broker"
 	"mp3converter/knative"
 )
@@ -26,16 +28,23 @@ func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]strin
 	if err != nil {
 		return "", nil, fmt.Errorf("knative manifests: %w", err)
 	}
+	// The Broker's deliveries are spans of the pipeline's traces, exported where the functions'
+	// are (OTEL_EXPORTER_OTLP_ENDPOINT), under the service name broker.
+	tracerProvider, shutdownTraces, err := kit.TracerProvider(ctx, "broker", env)
+	if err != nil {
+		return "", nil, fmt.Errorf("broker: %w", err)
+	}
 	urls := map[string]string{}
 	for name, u := range s.Functions {
 		urls[name] = u + "/"
 	}
 	b, err := broker.New(ctx, broker.Options{
-		Manifests:   manifests,
-		Resolve:     broker.ResolveServices(urls),
-		RabbitMQURL: env["RABBITMQ_URL"],
-		NamePrefix:  cfg.BrokerPrefix,
-		Logger:      s.log,
+		Manifests:      manifests,
+		Resolve:        broker.ResolveServices(urls),
+		RabbitMQURL:    env["RABBITMQ_URL"],
+		NamePrefix:     cfg.BrokerPrefix,
+		Logger:         s.log,
+		TracerProvider: tracerProvider,
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("broker: %w", err)
@@ -72,7 +81,7 @@ func startBroker(ctx context.Context, cfg Config, s *Stack, env map[string]strin
 		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
 		srv.Shutdown(sctx)
-		return b.Close(sctx)
+		return errors.Join(b.Close(sctx), shutdownTraces(sctx))
 	}, nil
 }
 

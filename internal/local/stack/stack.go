@@ -22,6 +22,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"mp3converter/internal/local/broker"
 	"mp3converter/internal/local/funchost"
 	"mp3converter/internal/local/standins"
@@ -172,15 +175,26 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		webEnv[setting] = s.Functions[name]
 	}
 
+	// Every function's metrics on one /metrics, on web's address (a service_name label each).
+	instances := map[string]any{}
+	var gatherers prometheus.Gatherers
+	for _, name := range hosted {
+		instances[name] = cfg.Instances[name]
+		if instances[name] == nil {
+			instances[name], _ = funchost.New(name)
+		}
+		if g := funchost.Gatherer(instances[name]); g != nil {
+			gatherers = append(gatherers, g)
+		}
+	}
+	metrics := promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{})
+
 	fnCtx, stopFunctions := context.WithCancel(context.WithoutCancel(ctx))
 	webCtx, stopWeb := context.WithCancel(fnCtx)
 	stopped := make(chan struct{}, len(hosted))
 	webStopped := make(chan struct{})
 	for _, name := range hosted {
-		instance := cfg.Instances[name]
-		if instance == nil {
-			instance, _ = funchost.New(name)
-		}
+		instance := instances[name]
 		fnEnv := copyEnv(env)
 		fnEnv["LISTEN_ADDRESS"] = listeners[name].Addr().String()
 		if name != "login" { // only login signs
@@ -189,9 +203,9 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		} else if fnEnv["TRUSTED_PROXY_HOPS"] == "" {
 			fnEnv["TRUSTED_PROXY_HOPS"] = "1" // web appends the client to X-Forwarded-For
 		}
-		serveCtx := fnCtx
+		serveCtx, fnMetrics := fnCtx, http.Handler(nil)
 		if name == "web" {
-			serveCtx = webCtx
+			serveCtx, fnMetrics = webCtx, metrics
 			for k, v := range webEnv {
 				fnEnv[k] = v
 			}
@@ -204,7 +218,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 				stopped <- struct{}{}
 			}()
 			err := funchost.Serve(serveCtx, funchost.Function{Name: name, Instance: instance, Config: fnEnv, Listener: listeners[name], Logger: log,
-				Concurrency: containerConcurrency[name]})
+				Concurrency: containerConcurrency[name], Metrics: fnMetrics})
 			if err != nil {
 				s.errs <- err
 			}

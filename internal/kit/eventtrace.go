@@ -1,0 +1,64 @@
+package kit
+
+import (
+	"context"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The CloudEvents Distributed Tracing extension: an event carries the trace context of the
+// span that made it as its traceparent and tracestate attributes, so the trace goes on
+// through the Broker to whoever handles the event, and on through the replies.
+
+// handleEvent handles a CloudEvent with next inside a span that continues the event's
+// traceparent extension (the CloudEvents Distributed Tracing extension: func-go's CloudEvents
+// runtime does not read the HTTP header), and puts the span's context on the reply.
+func (t *telemetry) handleEvent(ctx context.Context, e event.Event, next func(context.Context, event.Event) (*event.Event, error)) (*event.Event, error) {
+	st := t.current.Load()
+	if st == nil {
+		return next(ctx, e)
+	}
+	ctx = context.WithValue(ctx, instrumentsKey{}, st.metrics)
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		ctx = extractEventTrace(ctx, e)
+	}
+	ctx, span := st.tracerProvider.Tracer("mp3converter").Start(ctx, e.Type(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID()), attribute.String("cloudevents.event_type", e.Type()),
+			attribute.String("cloudevents.event_subject", e.Subject())))
+	defer span.End()
+	reply, err := next(ctx, e)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	if reply != nil {
+		injectEventTrace(ctx, reply)
+	}
+	return reply, err
+}
+
+// injectEventTrace puts the trace context of ctx's span on e as the traceparent and tracestate
+// extensions, so whoever handles e continues the trace.
+func injectEventTrace(ctx context.Context, e *event.Event) {
+	carrier := propagation.MapCarrier{}
+	propagator.Inject(ctx, carrier)
+	for _, key := range propagator.Fields() {
+		if v := carrier.Get(key); v != "" {
+			e.SetExtension(key, v)
+		}
+	}
+}
+
+// extractEventTrace returns ctx with the remote span context of e's traceparent extension.
+func extractEventTrace(ctx context.Context, e event.Event) context.Context {
+	carrier := propagation.MapCarrier{}
+	for _, key := range propagator.Fields() {
+		if v, ok := e.Extensions()[key].(string); ok {
+			carrier.Set(key, v)
+		}
+	}
+	return propagator.Extract(ctx, carrier)
+}
