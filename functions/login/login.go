@@ -41,7 +41,9 @@ func (s *state) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.beginCheck(ctx, w, buckets) {
 		return
 	}
-	matches, err := s.passwordMatches(ctx, creds.hash, password)
+	// Not ctx: its 5 s are the database's budget, and a login may wait up to bcryptWait
+	// for a comparison slot (under 200 logins at once, 148 got 503 after 5 s).
+	matches, err := s.passwordMatches(r.Context(), creds.hash, password)
 	if err != nil {
 		s.limiter.end(undecided, buckets...)
 		s.log.Warn("login refused: too many at once", "email", email, "err", err)
