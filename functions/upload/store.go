@@ -52,26 +52,27 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 			return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 		}
 	}
-	err = up.Close(src.name, bson.D{
-		{Key: "username", Value: username},
-		{Key: "filename", Value: src.name},
-		{Key: "content_type", Value: src.contentType},
-	})
-	if err != nil {
-		s.cleanup(ctx, fid, false)
-		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
-	}
 	src.size = n
+	return fid, s.finish(ctx, fid, username, up, src)
+}
+
+// finish makes a fully written file visible, inserts its job and publishes its event: the last
+// step of a one-shot upload and of a resumable one alike. On a failure it removes the file.
+func (s *state) finish(ctx context.Context, fid bson.ObjectID, username string, up *GridFSWriter, src *source) *httpError {
+	if err := up.Close(src.name, fileMetadata(username, src)); err != nil {
+		s.cleanup(ctx, fid, false)
+		return &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+	}
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	jctx, jcancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 	defer jcancel()
-	_, err = s.videos.Collection("jobs").InsertOne(jctx, bson.D{
+	_, err := s.videos.Collection("jobs").InsertOne(jctx, bson.D{
 		{Key: "_id", Value: fid},
 		{Key: "username", Value: username},
 		{Key: "filename", Value: src.name},
 		{Key: "content_type", Value: src.contentType},
-		{Key: "size", Value: n},
+		{Key: "size", Value: src.size},
 		{Key: "state", Value: JobUploaded},
 		{Key: "reason", Value: ""},
 		{Key: "mp3_fid", Value: ""},
@@ -81,14 +82,23 @@ func (s *state) store(ctx context.Context, username string, src *source) (bson.O
 	})
 	if err != nil {
 		s.cleanup(ctx, fid, true)
-		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+		return &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 	}
 
 	if err := s.publish(ctx, fid, username, src); err != nil {
 		s.cleanup(ctx, fid, true)
-		return fid, &httpError{status: http.StatusServiceUnavailable, msg: "event broker unavailable, try again", cause: err}
+		return &httpError{status: http.StatusServiceUnavailable, msg: "event broker unavailable, try again", cause: err}
 	}
-	return fid, nil
+	return nil
+}
+
+// fileMetadata is the metadata of a stored video's files document: whose it is and what.
+func fileMetadata(username string, src *source) bson.D {
+	return bson.D{
+		{Key: "username", Value: username},
+		{Key: "filename", Value: src.name},
+		{Key: "content_type", Value: src.contentType},
+	}
 }
 
 // newFID is a random id in ObjectID form: the job and file ids of consecutive uploads share
