@@ -7,10 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -83,6 +85,47 @@ func TestWebApp(t *testing.T) {
 		}
 		if n := evalInt(t, tab, `document.documentElement.scrollWidth - window.innerWidth`); n > 0 {
 			t.Errorf("the page is %d px wider than the window", n)
+		}
+	})
+
+	t.Run("an upload cut off by going offline finishes after coming back, without starting over", func(t *testing.T) {
+		tab := newTab(t, browser)
+		signIn(t, tab, s.URL, adminEmail, adminPassword)
+		// The tus requests the page sends: one creation, then PATCHes from an offset.
+		var mu sync.Mutex
+		var creations int
+		var patchOffsets []string
+		if err := chromedp.Listen(tab, func(ev any) {
+			if e, ok := ev.(*network.EventRequestWillBeSent); ok && strings.Contains(e.Request.URL, "/upload/") {
+				mu.Lock()
+				defer mu.Unlock()
+				switch e.Request.Method {
+				case "POST":
+					creations++
+				case "PATCH":
+					patchOffsets = append(patchOffsets, fmt.Sprint(e.Request.Headers["Upload-Offset"]))
+				}
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		resumed := makeVideo(t, "cut off.mp4")
+		emulateNetwork(t, tab, false, 64<<10)
+		run(t, tab, chromedp.SetUploadFiles(chromedp.CSS("#file-input"), []string{resumed}),
+			waitFor(`document.querySelector("#uploads li progress")?.value >= 20`))
+		emulateNetwork(t, tab, true, 64<<10)
+		run(t, tab, waitFor(`/Offline/.test(document.querySelector("#uploads li .detail").textContent)`))
+		emulateNetwork(t, tab, false, -1)
+		run(t, tab, waitFor(`document.querySelector("#uploads li").dataset.state === "done"`))
+
+		mu.Lock()
+		defer mu.Unlock()
+		if creations != 1 || len(patchOffsets) < 2 || patchOffsets[0] != "0" || patchOffsets[len(patchOffsets)-1] == "0" {
+			t.Fatalf("%d creations, PATCHes from offsets %v: want one creation, and a resume from where the server was", creations, patchOffsets)
+		}
+		t.Logf("PATCHes from offsets %v", patchOffsets)
+		if n := evalInt(t, tab, `Object.keys(localStorage).filter(k => k.startsWith("mp3converter.upload:")).length`); n != 0 {
+			t.Errorf("%d upload URLs left in localStorage after the upload finished", n)
 		}
 	})
 
@@ -267,6 +310,27 @@ func throttle(t *testing.T, tab context.Context, bytesPerSecond float64) {
 		MatchedNetworkConditions: []*network.Conditions{{UploadThroughput: bytesPerSecond, DownloadThroughput: -1}},
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// emulateNetwork sets the tab's network with Network.emulateNetworkConditions (deprecated for
+// emulateNetworkConditionsByRule, which leaves navigator.onLine alone): offline, new requests
+// fail and the page hears "offline" (Chromium lets a request in flight go on: the app aborts
+// its upload itself); uploads limited to bytesPerSecond (-1: no limit).
+func emulateNetwork(t *testing.T, tab context.Context, offline bool, bytesPerSecond float64) {
+	t.Helper()
+	type conditions struct {
+		Offline            bool    `json:"offline"`
+		Latency            float64 `json:"latency"`
+		DownloadThroughput float64 `json:"downloadThroughput"`
+		UploadThroughput   float64 `json:"uploadThroughput"`
+	}
+	emulate := cdp.Command[conditions, cdp.Empty]{Method: "Network.emulateNetworkConditions"}
+	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(tab, emulate, conditions{Offline: offline, DownloadThroughput: -1, UploadThroughput: bytesPerSecond}); err != nil {
 		t.Fatal(err)
 	}
 }
