@@ -40,6 +40,7 @@ var groups = []struct {
 	{"auth", (*bench).auth},
 	{"coldstart", (*bench).coldStart},
 	{"concurrency", (*bench).concurrency},
+	{"tus", (*bench).resumable}, // bench/tus.go
 }
 
 type config struct {
