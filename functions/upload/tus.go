@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -259,7 +260,7 @@ type receiver struct {
 	body    *bodyReader
 	sum     hash.Hash // Upload-Checksum's algorithm, nil without one
 	want    []byte    // Upload-Checksum's digest
-	release func()
+	release func() // the slot and the lock; idempotent
 }
 
 // startReceiving checks a request that brings bytes at offset: the upload's offset, its
@@ -333,10 +334,15 @@ func (s *state) startReceiving(w http.ResponseWriter, r *http.Request, username 
 		}
 		u.Filename, u.ContentType = name, contentType
 	}
+	// Released before the answer goes out (and again, harmlessly, when the handler returns), so
+	// that the client's next request never meets this one's lock.
+	var once sync.Once
 	rcv.release = func() {
-		for _, f := range held {
-			f()
-		}
+		once.Do(func() {
+			for _, f := range held {
+				f()
+			}
+		})
 	}
 	return rcv, nil
 }
@@ -374,7 +380,7 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 		copyErr = errChecksum
 	}
 	if length == u.Length && copyErr == nil {
-		s.finishTus(w, r, up, u, status)
+		s.finishTus(w, r, up, u, status, rcv.release)
 		return
 	}
 	var flushErr error
@@ -385,6 +391,7 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 	if flushErr == nil {
 		flushErr = s.recordOffset(ctx, u.ID, length)
 	}
+	rcv.release()
 	switch {
 	case errors.Is(copyErr, errChecksum):
 		writeError(w, statusChecksumMismatch, "checksum mismatch: send these bytes again")
@@ -402,11 +409,12 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 
 // finishTus finishes an upload whose last byte arrived as a one-shot upload finishes (the
 // file, the job, the event) and answers the job in Video-Fid and Status-Url.
-func (s *state) finishTus(w http.ResponseWriter, r *http.Request, up *GridFSWriter, u *tusUpload, status int) {
+func (s *state) finishTus(w http.ResponseWriter, r *http.Request, up *GridFSWriter, u *tusUpload, status int, release func()) {
 	src := &source{name: u.Filename, contentType: u.ContentType, size: u.Length}
 	if herr := s.finish(r.Context(), u.ID, u.Username, up, src); herr != nil {
 		// finish removed the file and the job: the upload has to start over.
 		s.dropUpload(r.Context(), u.ID)
+		release()
 		s.log.Error("resumable upload failed", "user", u.Username, "video_fid", u.ID.Hex(), "status", herr.status, "err", herr.cause)
 		herr.write(w)
 		return
@@ -421,6 +429,7 @@ func (s *state) finishTus(w http.ResponseWriter, r *http.Request, up *GridFSWrit
 	}}}); err != nil {
 		s.log.Warn("resumable upload: cannot mark done (the job exists)", "video_fid", u.ID.Hex(), "err", err)
 	}
+	release()
 	s.log.Info("upload accepted", "user", u.Username, "video_fid", u.ID.Hex(), "filename", u.Filename,
 		"content_type", u.ContentType, "size", u.Length, "resumable", true)
 	s.setJobHeaders(w, u.ID)
