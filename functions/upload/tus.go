@@ -411,7 +411,10 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 // file, the job, the event) and answers the job in Video-Fid and Status-Url.
 func (s *state) finishTus(w http.ResponseWriter, r *http.Request, up *GridFSWriter, u *tusUpload, status int, release func()) {
 	src := &source{name: u.Filename, contentType: u.ContentType, size: u.Length}
-	if herr := s.finish(r.Context(), u.ID, u.Username, up, src); herr != nil {
+	// Every byte is stored: the job and its event no longer depend on the client staying to
+	// hear the answer (it learns the job from HEAD when it missed it).
+	ctx := context.WithoutCancel(r.Context())
+	if herr := s.finish(ctx, u.ID, u.Username, up, src); herr != nil {
 		// finish removed the file and the job: the upload has to start over.
 		s.dropUpload(r.Context(), u.ID)
 		release()
@@ -419,7 +422,7 @@ func (s *state) finishTus(w http.ResponseWriter, r *http.Request, up *GridFSWrit
 		herr.write(w)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storageTimeout)
+	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
 	expires := time.Now().Add(s.expiry).UTC()
 	// The record stays until it expires, so that a client that missed this answer learns

@@ -309,3 +309,33 @@ func TestTusOptions(t *testing.T) {
 		t.Errorf("OPTIONS: %d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// A client that hangs up as soon as it sent the last byte still gets its job: HEAD names it.
+func TestTusLastByteWithoutTheClient(t *testing.T) {
+	e := newEnv(t, nil)
+	want := mediaBytes(t, 300000, 7)
+	path, _ := e.tusCreate(t, aliceToken, len(want), "gone.mp4", nil)
+	<-e.handled // the create's
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n", path, aliceToken, len(want))
+	if _, err := conn.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	<-e.handled
+	head := e.tusDo(t, http.MethodHead, path, aliceToken, nil, nil)
+	fid, err := bson.ObjectIDFromHex(head.Header.Get("Video-Fid"))
+	if err != nil {
+		t.Fatalf("HEAD after the hang-up: %d, Video-Fid %q", head.StatusCode, head.Header.Get("Video-Fid"))
+	}
+	if j := e.job(t, fid); j.Size != int64(len(want)) {
+		t.Errorf("job %+v", j)
+	}
+	if _, events := e.broker.snapshot(); len(events) != 1 {
+		t.Errorf("%d events", len(events))
+	}
+}

@@ -173,7 +173,9 @@ export async function upload(file, progress, onBusy, onWait = () => {}) {
       }
       if (err.status === 503 && err.wait) onBusy(err.wait);
       else onWait(navigator.onLine ? "Connection lost: resuming…" : "Offline: the upload resumes when the connection is back…");
-      await whenOnline(err.wait || Math.min(2 ** tries, 10));
+      // Growing waits: a request the network cut off may hold the upload on the server (423)
+      // until the server notices, UPLOAD_IDLE_TIMEOUT at most.
+      await whenOnline(Math.max(err.wait, Math.min(2 ** tries, 10)));
     }
     try {
       const state = await tusHead(url);
