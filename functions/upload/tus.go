@@ -260,7 +260,7 @@ type receiver struct {
 	body    *bodyReader
 	sum     hash.Hash // Upload-Checksum's algorithm, nil without one
 	want    []byte    // Upload-Checksum's digest
-	release func() // the slot and the lock; idempotent
+	release func()    // the slot and the lock; idempotent
 }
 
 // startReceiving checks a request that brings bytes at offset: the upload's offset, its
