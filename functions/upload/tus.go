@@ -61,7 +61,8 @@ type tusUpload struct {
 	ContentType string        `bson:"content_type"` // set by sniffing the first bytes
 	Length      int64         `bson:"length"`
 	Offset      int64         `bson:"offset"`
-	Done        bool          `bson:"done"` // the job exists: HEAD answers it, the chunks are the video's
+	Done        bool          `bson:"done"`    // the job exists: HEAD answers it, the chunks are the video's
+	Writing     bool          `bson:"writing"` // a request may have stored bytes past Offset: trim before going on
 	CreatedAt   time.Time     `bson:"created_at"`
 	ExpiresAt   time.Time     `bson:"expires_at"`
 }
@@ -357,6 +358,7 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 	defer cancel()
 	// The upload must not expire while this request runs.
 	if _, err := s.uploads().UpdateOne(ctx, bson.D{{Key: "_id", Value: u.ID}}, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "writing", Value: true},
 		{Key: "expires_at", Value: time.Now().Add(s.timeout + s.expiry).UTC()},
 		{Key: "filename", Value: u.Filename},
 		{Key: "content_type", Value: u.ContentType},
@@ -364,7 +366,7 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 		writeStorageError(w, s, "upload update failed", err)
 		return
 	}
-	up, err := s.openWriter(ctx, u.ID, rcv.offset)
+	up, err := s.openWriter(ctx, u.ID, rcv.offset, u.Writing)
 	if err != nil {
 		writeStorageError(w, s, "upload resume failed", err)
 		return
@@ -389,7 +391,8 @@ func (s *state) receive(w http.ResponseWriter, r *http.Request, rcv *receiver, s
 	}
 	up.release()
 	if flushErr == nil {
-		flushErr = s.recordOffset(ctx, u.ID, length)
+		// After a checksum mismatch the bytes past the offset stay stored: the next request trims.
+		flushErr = s.recordOffset(ctx, u.ID, length, errors.Is(copyErr, errChecksum))
 	}
 	rcv.release()
 	switch {
@@ -428,7 +431,7 @@ func (s *state) finishTus(w http.ResponseWriter, r *http.Request, up *GridFSWrit
 	// The record stays until it expires, so that a client that missed this answer learns
 	// from HEAD that the upload is complete, and which job it made.
 	if _, err := s.uploads().UpdateOne(ctx, bson.D{{Key: "_id", Value: u.ID}}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "offset", Value: u.Length}, {Key: "done", Value: true}, {Key: "expires_at", Value: expires},
+		{Key: "offset", Value: u.Length}, {Key: "done", Value: true}, {Key: "writing", Value: false}, {Key: "expires_at", Value: expires},
 	}}}); err != nil {
 		s.log.Warn("resumable upload: cannot mark done (the job exists)", "video_fid", u.ID.Hex(), "err", err)
 	}
@@ -461,19 +464,23 @@ func (s *state) findUpload(ctx context.Context, username string, id bson.ObjectI
 	return &u, nil
 }
 
-// recordOffset notes how much of the upload is stored, and starts its expiry again.
-func (s *state) recordOffset(ctx context.Context, id bson.ObjectID, offset int64) error {
+// recordOffset notes how much of the upload is stored (and whether more may be, past it), and
+// starts its expiry again.
+func (s *state) recordOffset(ctx context.Context, id bson.ObjectID, offset int64, more bool) error {
 	_, err := s.uploads().UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "offset", Value: offset}, {Key: "expires_at", Value: time.Now().Add(s.expiry).UTC()},
+		{Key: "offset", Value: offset}, {Key: "writing", Value: more}, {Key: "expires_at", Value: time.Now().Add(s.expiry).UTC()},
 	}}})
 	return err
 }
 
 // openWriter continues the upload's file at offset, the recorded one. A request that failed
-// between storing bytes and recording them left more: that is trimmed away first.
-func (s *state) openWriter(ctx context.Context, id bson.ObjectID, offset int64) (*GridFSWriter, error) {
-	if err := TrimGridFSChunks(ctx, s.videos, "fs", id, offset); err != nil {
-		return nil, err
+// between storing bytes and recording them (writing still set) left more: that is trimmed away
+// first. Only then: on FerretDB's SQLite backend the trim scans every chunk of the bucket.
+func (s *state) openWriter(ctx context.Context, id bson.ObjectID, offset int64, writing bool) (*GridFSWriter, error) {
+	if writing {
+		if err := TrimGridFSChunks(ctx, s.videos, "fs", id, offset); err != nil {
+			return nil, err
+		}
 	}
 	if offset == 0 {
 		return NewGridFSWriter(ctx, s.videos, "fs", id)
