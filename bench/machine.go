@@ -87,7 +87,7 @@ func (b *bench) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	needBinaries := b.opts.only["upload"] || b.opts.only["download"] || b.opts.only["coldstart"]
+	needBinaries := b.opts.only["upload"] || b.opts.only["download"] || b.opts.only["coldstart"] || b.opts.only["tus"]
 	if needBinaries {
 		for _, build := range []struct {
 			dst *string

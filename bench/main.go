@@ -43,6 +43,7 @@ var groups = []struct {
 	{"coldstart", (*bench).coldStart},
 	{"concurrency", (*bench).concurrency},
 	{"tracing", (*bench).tracing},
+	{"tus", (*bench).resumable}, // bench/tus.go
 }
 
 type config struct {

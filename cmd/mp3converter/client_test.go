@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -508,7 +509,7 @@ type busyTransport struct {
 }
 
 func (b *busyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodPost && req.URL.Path == "/upload" && b.uploads.Add(1) <= b.n.Load() {
+	if req.Method == http.MethodPatch && strings.HasPrefix(req.URL.Path, "/upload/") && b.uploads.Add(1) <= b.n.Load() {
 		if req.Body != nil {
 			req.Body.Close()
 		}
@@ -521,7 +522,7 @@ func (b *busyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // TestConvertWaitsOutABusyServer: an upload answered 503 with Retry-After is
-// sent again after the wait, whole, instead of failing the file.
+// sent again after the wait instead of failing the file.
 func TestConvertWaitsOutABusyServer(t *testing.T) {
 	url := loggedIn(t)
 	dir := t.TempDir()
@@ -554,5 +555,113 @@ func TestStatesShowConversionProgress(t *testing.T) {
 	}
 	if got := stateWithProgress(client.Job{State: "done", Progress: &p}); got != "done" {
 		t.Errorf("a done job shows %q", got)
+	}
+}
+
+// cutUpload ends the first PATCH of an upload after cut bytes and cancels the command (a
+// dropped connection, then Ctrl-C); it records the PATCHes that reached the server whole.
+type cutUpload struct {
+	cut     int64
+	cancel  context.CancelFunc
+	mu      sync.Mutex
+	patches []http.Header // of the PATCHes sent after the cut
+	cutDone bool
+}
+
+type cutReader struct {
+	r      io.Reader
+	left   int64
+	cancel context.CancelFunc
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		c.cancel()
+		return 0, errors.New("connection dropped")
+	}
+	n, err := c.r.Read(p[:min(int64(len(p)), c.left)])
+	c.left -= int64(n)
+	return n, err
+}
+
+func (c *cutUpload) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPatch {
+		c.mu.Lock()
+		first := !c.cutDone
+		c.cutDone = true
+		if !first {
+			h := req.Header.Clone()
+			h.Set("Content-Length", strconv.FormatInt(req.ContentLength, 10))
+			c.patches = append(c.patches, h)
+		}
+		c.mu.Unlock()
+		if first {
+			req.Body = io.NopCloser(&cutReader{r: req.Body, left: c.cut, cancel: c.cancel})
+		}
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestInterruptedUploadResumes: a convert cut off while uploading is resumed by the next
+// convert of the same file, which sends only what the server does not have and says so.
+func TestInterruptedUploadResumes(t *testing.T) {
+	url := loggedIn(t)
+	dir := t.TempDir()
+	video := stacktest.Video(t, dir, "upload-resume.mp4", 8) // big enough to cut in the middle of a chunk
+	st, err := os.Stat(video)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	transport := &cutUpload{cut: st.Size() / 2, cancel: cancel}
+	var out bytes.Buffer
+	a := &app{out: &out, http: &http.Client{Transport: transport}, poll: 50 * time.Millisecond}
+	err = a.convert(ctx, []string{video, "--server", url})
+	t.Logf("first run:\n%s", out.String())
+	if !errors.Is(err, context.Canceled) || !strings.Contains(out.String(), "interrupted while uploading; the same convert resumes it") {
+		t.Fatalf("first run: err %v", err)
+	}
+
+	// The server keeps what reached it once the cut request has ended there.
+	saved, ok := client.FindUpload(url, video, st.Size(), st.ModTime())
+	if !ok {
+		t.Fatal("the interrupted upload is not remembered")
+	}
+	c := &client.Client{Server: url, Token: shared.stack.AdminToken}
+	for deadline := time.Now().Add(time.Minute); ; {
+		state, err := c.UploadOffset(context.Background(), saved.URL)
+		if err == nil && state.Offset > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server kept nothing of the cut upload: %+v %v", state, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	out2, err := run(t, &app{http: &http.Client{Transport: transport}}, convertCmd, video, "--server", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`resuming the upload: (.+) of (.+) already on the server, skipped`).FindStringSubmatch(out2)
+	if m == nil {
+		t.Fatalf("the second run does not say what it skipped:\n%s", out2)
+	}
+	transport.mu.Lock()
+	patches := transport.patches
+	transport.mu.Unlock()
+	last := patches[len(patches)-1]
+	offset, _ := strconv.ParseInt(last.Get("Upload-Offset"), 10, 64)
+	sent, _ := strconv.ParseInt(last.Get("Content-Length"), 10, 64)
+	if offset <= 0 || offset > transport.cut || sent != st.Size()-offset {
+		t.Fatalf("resumed at %d sending %d bytes; want 1..%d and the rest of %d", offset, sent, transport.cut, st.Size())
+	}
+	if codec, secs := stacktest.Probe(t, filepath.Join(dir, "upload-resume.mp3")); codec != "mp3" || secs < 7.5 || secs > 8.5 {
+		t.Fatalf("%s of %.2f s, want an MP3 of about 8 s", codec, secs)
+	}
+	// Done: the next convert of the file uploads it afresh.
+	if saved, ok := client.FindUpload(url, video, st.Size(), st.ModTime()); ok {
+		t.Errorf("the finished upload is still remembered: %+v", saved)
 	}
 }

@@ -142,7 +142,10 @@ func (a *app) convertOne(ctx context.Context, c *client.Client, path, outDir str
 	return res
 }
 
-// upload streams the file as a raw body, with its type guessed from the extension.
+// upload sends the file as a resumable (tus) upload, with its type guessed from the
+// extension. The upload's URL is kept in the config dir until the job exists, so that a
+// convert of the same file cut short (Ctrl-C, a lost connection) resumes where the server
+// stopped; within one run, a dropped connection or a busy server is resumed too.
 func (a *app) upload(ctx context.Context, c *client.Client, path string, tr tracker) (client.Uploaded, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -160,30 +163,102 @@ func (a *app) upload(ctx context.Context, c *client.Client, path string, tr trac
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
-	for busy := 0; ; busy++ {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return client.Uploaded{}, err
+	}
+
+	uploadURL, offset, done, err := a.resumeUpload(ctx, c, abs, st)
+	if err != nil || done != nil {
+		return derefUploaded(done), err
+	}
+	if uploadURL == "" {
+		if uploadURL, err = c.CreateUpload(ctx, st.Size(), filepath.Base(path), contentType); err != nil {
+			return client.Uploaded{}, explainUpload(err)
+		}
+		saved := client.SavedUpload{Server: c.Server, Path: abs, Size: st.Size(), ModTime: st.ModTime(), URL: uploadURL}
+		if err := client.SaveUpload(saved); err != nil {
+			tr.state("cannot remember the upload to resume it later: " + err.Error())
+		}
+	}
+	for retries := 0; ; retries++ {
+		tr.phase("uploading", st.Size())
+		tr.add(offset)
+		rest := st.Size() - offset
+		state, err := c.PatchUpload(ctx, uploadURL, offset, &progressReader{r: io.NewSectionReader(f, offset, rest), tr: tr}, rest)
+		if err == nil && state.Done != nil {
+			_ = client.ForgetUpload(c.Server, abs)
+			return *state.Done, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("the server stored %d of %d bytes and asked for no more", state.Offset, st.Size())
+		}
+		wait, again := client.RetryUpload(err)
+		if !again || retries >= maxBusyRetries || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return client.Uploaded{}, ctx.Err()
+			}
+			if !again {
+				_ = client.ForgetUpload(c.Server, abs) // refused for good: nothing to resume
+			}
+			return client.Uploaded{}, explainUpload(err)
+		}
+		if busyWait, busy := busyFor(err); busy {
+			tr.state(fmt.Sprintf("server busy, trying again in %s", busyWait))
+		} else {
+			tr.state(fmt.Sprintf("upload interrupted (%v), resuming in %s", explain(err), wait))
+		}
+		if err := sleepCtx(ctx, wait); err != nil {
 			return client.Uploaded{}, err
 		}
-		tr.phase("uploading", st.Size())
-		up, err := c.Upload(ctx, &progressReader{r: f, tr: tr}, st.Size(), filepath.Base(path), contentType)
-		wait, isBusy := busyFor(err)
-		if err == nil || !isBusy || busy >= maxBusyRetries {
-			if err != nil {
-				return up, explainUpload(err)
-			}
-			return up, nil
-		}
-		tr.state(fmt.Sprintf("server busy, trying again in %s", wait))
-		select {
-		case <-ctx.Done():
+		state, err = c.UploadOffset(ctx, uploadURL)
+		switch {
+		case err == nil && state.Done != nil:
+			_ = client.ForgetUpload(c.Server, abs)
+			return *state.Done, nil
+		case err == nil:
+			offset = state.Offset
+		case ctx.Err() != nil:
 			return client.Uploaded{}, ctx.Err()
-		case <-time.After(wait):
 		}
+		// A failed HEAD: the next PATCH, from the offset known, finds out more.
 	}
 }
 
-// maxBusyRetries bounds how often an upload the server was too busy to take
-// (503) is sent again.
+// resumeUpload looks for an upload of this very file that an earlier convert began: its URL
+// and how much the server has, or the job when it finished. It says how much it skips.
+func (a *app) resumeUpload(ctx context.Context, c *client.Client, abs string, st os.FileInfo) (uploadURL string, offset int64, done *client.Uploaded, err error) {
+	saved, ok := client.FindUpload(c.Server, abs, st.Size(), st.ModTime())
+	if !ok {
+		return "", 0, nil, nil
+	}
+	state, err := c.UploadOffset(ctx, saved.URL)
+	var apiErr *client.APIError
+	switch {
+	case err == nil && state.Done != nil:
+		_ = client.ForgetUpload(c.Server, abs)
+		fmt.Fprintf(a.out, "%s: already uploaded as %s\n", abs, state.Done.VideoFID)
+		return "", 0, state.Done, nil
+	case err == nil:
+		fmt.Fprintf(a.out, "%s: resuming the upload: %s of %s already on the server, skipped\n", abs, size(state.Offset), size(st.Size()))
+		return saved.URL, state.Offset, nil, nil
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
+		_ = client.ForgetUpload(c.Server, abs) // expired: start again
+		fmt.Fprintf(a.out, "%s: the earlier upload expired on the server; starting again\n", abs)
+		return "", 0, nil, nil
+	}
+	return "", 0, nil, explainUpload(err)
+}
+
+func derefUploaded(u *client.Uploaded) client.Uploaded {
+	if u == nil {
+		return client.Uploaded{}
+	}
+	return *u
+}
+
+// maxBusyRetries bounds how often an upload is resumed within one run: the server
+// was too busy to take it (503), or the connection dropped.
 const maxBusyRetries = 20
 
 // busyFor tells whether err is the server's "busy, try again" (503) and how
@@ -309,7 +384,7 @@ func summarize(ctx context.Context, out io.Writer, results []fileResult, noWait 
 		case r.stage == "queued":
 			fmt.Fprintf(out, "%s: not started\n", r.input)
 		case r.stage == "upload":
-			fmt.Fprintf(out, "%s: interrupted while uploading; the server discards incomplete uploads\n", r.input)
+			fmt.Fprintf(out, "%s: interrupted while uploading; the same convert resumes it where it stopped\n", r.input)
 		case r.stage == "convert":
 			state := "converting"
 			if r.job.State == "uploaded" {

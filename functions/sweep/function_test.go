@@ -655,3 +655,59 @@ func TestEventsMatchTheContracts(t *testing.T) {
 		t.Fatalf("the example does not decode: %+v %v", d, err)
 	}
 }
+
+// Resumable uploads past their expiry go: an abandoned one with its chunks, a finished one
+// without (they are its job's video). A live upload, its chunks, and other files stay.
+func TestExpiredUploadsGoAndNothingElse(t *testing.T) {
+	fx := start(t, nil)
+	ctx := context.Background()
+	v := fx.rt.videos()
+	uploads := v.Collection("uploads")
+	upload := func(expiresIn time.Duration, done bool) bson.ObjectID {
+		id := bson.NewObjectIDFromTimestamp(fx.at.Add(-48 * time.Hour))
+		fx.storeFile(v, id, 48*time.Hour)
+		if !done { // unfinished: chunks, no files document
+			if _, err := v.Collection("fs.files").DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := uploads.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "username", Value: "a@example.com"},
+			{Key: "length", Value: int64(10000)}, {Key: "offset", Value: int64(3000)}, {Key: "done", Value: done},
+			{Key: "expires_at", Value: fx.at.Add(expiresIn)}}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	abandoned := upload(-time.Minute, false)
+	finished := upload(-time.Minute, true)
+	fx.insertJob("a@example.com", JobUploaded, time.Second, bson.E{Key: "_id", Value: finished})
+	live := upload(time.Hour, false)
+	other := bson.NewObjectIDFromTimestamp(fx.at.Add(-48 * time.Hour))
+	fx.storeFile(v, other, 48*time.Hour)
+	fx.insertJob("a@example.com", JobUploaded, time.Second, bson.E{Key: "_id", Value: other})
+	if _, err := v.Collection("upload_locks").InsertOne(ctx, bson.D{{Key: "_id", Value: live}, {Key: "until", Value: fx.at.Add(-time.Second)}}); err != nil {
+		t.Fatal(err)
+	}
+
+	if c := fx.run(); c.UploadsExpired != 2 || c.ChunksRemoved != 0 {
+		t.Fatalf("%+v", c)
+	}
+	chunks := func(id bson.ObjectID) int64 {
+		return fx.count(v.Collection("fs.chunks"), bson.D{{Key: "files_id", Value: id}})
+	}
+	if chunks(abandoned) != 0 || fx.count(uploads, bson.D{{Key: "_id", Value: abandoned}}) != 0 {
+		t.Error("the abandoned upload was kept")
+	}
+	if chunks(finished) != 3 || fx.count(uploads, bson.D{{Key: "_id", Value: finished}}) != 0 {
+		t.Error("the finished upload: its video removed, or its record kept")
+	}
+	if chunks(live) != 3 || fx.count(uploads, bson.D{{Key: "_id", Value: live}}) != 1 {
+		t.Error("the live upload was touched")
+	}
+	if chunks(other) != 3 || fx.count(v.Collection("fs.files"), bson.D{}) != 2 {
+		t.Error("other files were touched")
+	}
+	if fx.count(v.Collection("upload_locks"), bson.D{}) != 0 {
+		t.Error("an abandoned lock was kept")
+	}
+}

@@ -14,14 +14,15 @@ import (
 
 // counts is what one run did, logged in one line.
 type counts struct {
-	Redriven      int `json:"redriven"`       // video.uploaded sent again
-	Failed        int `json:"failed"`         // jobs failed after their last re-drive
-	Renotified    int `json:"renotified"`     // mp3.converted / conversion.failed sent again
-	Expired       int `json:"expired"`        // MP3s past MP3_RETENTION deleted, job expired
-	VideosRemoved int `json:"videos_removed"` // videos of finished jobs, or of no job
-	MP3sRemoved   int `json:"mp3s_removed"`   // MP3s of no job
-	ChunksRemoved int `json:"chunks_removed"` // GridFS files (by id) with chunks but no files document
-	UserJobs      int `json:"user_jobs"`      // jobs (with their files) of deleted users removed
+	Redriven       int `json:"redriven"`        // video.uploaded sent again
+	Failed         int `json:"failed"`          // jobs failed after their last re-drive
+	Renotified     int `json:"renotified"`      // mp3.converted / conversion.failed sent again
+	Expired        int `json:"expired"`         // MP3s past MP3_RETENTION deleted, job expired
+	VideosRemoved  int `json:"videos_removed"`  // videos of finished jobs, or of no job
+	MP3sRemoved    int `json:"mp3s_removed"`    // MP3s of no job
+	ChunksRemoved  int `json:"chunks_removed"`  // GridFS files (by id) with chunks but no files document
+	UploadsExpired int `json:"uploads_expired"` // resumable uploads past their UPLOAD_EXPIRY, unfinished ones with their chunks
+	UserJobs       int `json:"user_jobs"`       // jobs (with their files) of deleted users removed
 }
 
 // The run's lease: one document in videos.sweep. Inserting a document with a given _id is
@@ -52,6 +53,7 @@ func (rt *runtime) run(ctx context.Context, log *slog.Logger) (c counts, ran boo
 		{"deleted users", rt.purgeDeletedUsers},
 		{"videos", rt.removeVideos},
 		{"orphan MP3s", rt.removeOrphanMP3s},
+		{"expired uploads", rt.expireUploads},
 		{"orphan chunks", rt.removeOrphanChunks},
 	}
 	for _, s := range steps {
@@ -66,7 +68,7 @@ func (rt *runtime) run(ctx context.Context, log *slog.Logger) (c counts, ran boo
 	if err == nil {
 		log.Info("sweep run", "redriven", c.Redriven, "failed", c.Failed, "renotified", c.Renotified,
 			"expired", c.Expired, "videos_removed", c.VideosRemoved, "mp3s_removed", c.MP3sRemoved,
-			"chunks_removed", c.ChunksRemoved, "user_jobs_removed", c.UserJobs)
+			"chunks_removed", c.ChunksRemoved, "uploads_expired", c.UploadsExpired, "user_jobs_removed", c.UserJobs)
 	}
 	return c, true, err
 }

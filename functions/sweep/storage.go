@@ -81,8 +81,48 @@ func (rt *runtime) removeOrphanMP3s(ctx context.Context, c *counts) error {
 		})
 }
 
+// expireUploads removes the resumable uploads (upload's videos.uploads) whose expires_at has
+// passed: upload sets it UPLOAD_EXPIRY after each PATCH, and past the end of a PATCH still
+// running. An unfinished upload's chunks go with its record; a finished one's are its job's
+// video, and only the record goes. Abandoned locks of uploads go too.
+func (rt *runtime) expireUploads(ctx context.Context, c *counts) error {
+	now := rt.now()
+	uploads := rt.videos().Collection("uploads")
+	expired := bson.D{{Key: "expires_at", Value: bson.D{{Key: "$lt", Value: now}}}}
+	cur, err := uploads.Find(ctx, expired, options.Find().SetLimit(rt.batch).
+		SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "done", Value: 1}}))
+	if err != nil {
+		return err
+	}
+	var docs []struct {
+		ID   bson.ObjectID `bson:"_id"`
+		Done bool          `bson:"done"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return err
+	}
+	for _, u := range docs {
+		// Only if it is still expired: a PATCH may have just moved it on.
+		res, err := uploads.DeleteOne(ctx, append(bson.D{{Key: "_id", Value: u.ID}}, expired...))
+		if err != nil {
+			return err
+		}
+		if res.DeletedCount == 0 {
+			continue
+		}
+		c.UploadsExpired++
+		if !u.Done {
+			if _, err := rt.videos().Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: u.ID}}); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = rt.videos().Collection("upload_locks").DeleteMany(ctx, bson.D{{Key: "until", Value: bson.D{{Key: "$lt", Value: now}}}})
+	return err
+}
+
 // removeOrphanChunks deletes chunks without a files document: an upload or a conversion that
-// died while storing. A file's chunks come before its files document, so only ids older than
+// died while storing (a resumable upload's are expireUploads' business). A file's chunks come before its files document, so only ids older than
 // STUCK_AFTER (beyond upload's UPLOAD_TIMEOUT and convert's whole retry window) are taken,
 // and never those of a job still uploaded or converting.
 func (rt *runtime) removeOrphanChunks(ctx context.Context, c *counts) error {
@@ -92,6 +132,11 @@ func (rt *runtime) removeOrphanChunks(ctx context.Context, c *counts) error {
 			bson.D{{Key: "n", Value: 0}, {Key: "files_id", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
 			func(id bson.ObjectID) error {
 				n, err := db.Collection("fs.files").CountDocuments(ctx, bson.D{{Key: "_id", Value: id}}, options.Count().SetLimit(1))
+				if err != nil || n > 0 {
+					return err
+				}
+				// A resumable upload's chunks wait for their next PATCH until the upload expires.
+				n, err = rt.videos().Collection("uploads").CountDocuments(ctx, bson.D{{Key: "_id", Value: id}}, options.Count().SetLimit(1))
 				if err != nil || n > 0 {
 					return err
 				}

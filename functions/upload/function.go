@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -31,6 +32,7 @@ var Settings = withTelemetry([]Setting{
 	{Name: "UPLOAD_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "time an identified caller gets to send the body"},
 	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest), one user at most half of them; more get 503 with Retry-After"},
 	{Name: "UPLOAD_IDLE_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "an upload that sends no byte for this long is ended with 408"},
+	{Name: "UPLOAD_EXPIRY", Kind: KindDuration, Default: "24h", Min: "1m", Meaning: "a resumable upload that receives no PATCH for this long expires; the sweep removes its chunks"},
 })
 
 // Function is the upload function. Its zero value is not usable: call New, then Start.
@@ -52,6 +54,7 @@ type state struct {
 	maxBytes  int64
 	timeout   time.Duration
 	idle      time.Duration // UPLOAD_IDLE_TIMEOUT
+	expiry    time.Duration // UPLOAD_EXPIRY
 	slots     *slots        // one per upload being stored (UPLOAD_CONCURRENCY), half of them per user
 }
 
@@ -61,7 +64,8 @@ func New() *Function {
 }
 
 // Handle serves POST /upload: multipart/form-data with exactly one file part, or a raw
-// video/*, audio/* or application/octet-stream body named by ?filename=.
+// video/*, audio/* or application/octet-stream body named by ?filename=; and resumable
+// uploads under /upload/ (tus.go).
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.serveHTTP(w, r, f.handle) }
 
 // handle is Handle inside the request's trace.
@@ -69,6 +73,10 @@ func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	s := f.lc.load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, "starting, try again")
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, tusPath) {
+		s.serveTus(w, r) // resumable uploads (tus.go)
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -172,6 +180,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		maxBytes: set.int("MAX_UPLOAD_BYTES"),
 		timeout:  set.duration("UPLOAD_TIMEOUT"),
 		idle:     set.duration("UPLOAD_IDLE_TIMEOUT"),
+		expiry:   set.duration("UPLOAD_EXPIRY"),
 	}
 	if old := f.lc.start(s); old != nil {
 		_ = old.mongo.Disconnect(ctx)

@@ -94,15 +94,31 @@ func openSource(r *http.Request) (*source, *httpError) {
 		return nil, &httpError{status: http.StatusBadRequest, msg: "the file is empty"}
 	}
 	head = head[:n]
+	name, contentType, herr := classify(name, declared, head)
+	if herr != nil {
+		return nil, herr
+	}
+	return &source{
+		name:        name,
+		contentType: contentType,
+		head:        head,
+		body:        br,
+		finish:      finish,
+	}, nil
+}
+
+// classify refuses what is plainly not media by its first bytes (head) and its declared type,
+// and picks the stored name and content type of the rest: the one-shot upload and the
+// resumable one decide alike.
+func classify(name, declared string, head []byte) (cleanedName, contentType string, herr *httpError) {
 	sniffed := containerType(head)
 	declaredType, _, _ := mime.ParseMediaType(declared)
 	if sniffed == "" || notMedia(declaredType) {
 		looks := mediaTypeOf(http.DetectContentType(head))
-		return nil, &httpError{status: http.StatusUnsupportedMediaType, msg: "not a video or audio file (looks like " + looks + ")"}
+		return "", "", &httpError{status: http.StatusUnsupportedMediaType, msg: "not a video or audio file (looks like " + looks + ")"}
 	}
-
 	name = cleanName(name)
-	contentType := "application/octet-stream"
+	contentType = "application/octet-stream"
 	for _, t := range []string{declaredType, mime.TypeByExtension(extOf(name)), sniffed} {
 		if t = mediaTypeOf(t); isMedia(t) {
 			contentType = t
@@ -112,13 +128,7 @@ func openSource(r *http.Request) (*source, *httpError) {
 	if name == "" {
 		name = "upload" + extFor(contentType)
 	}
-	return &source{
-		name:        name,
-		contentType: contentType,
-		head:        head,
-		body:        br,
-		finish:      finish,
-	}, nil
+	return name, contentType, nil
 }
 
 var errSecondFile = errors.New("more than one file part")

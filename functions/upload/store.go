@@ -52,23 +52,25 @@ func (s *state) store(ctx context.Context, who identity, src *source) (bson.Obje
 			return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 		}
 	}
-	err = up.Close(src.name, append(ownerFields(who),
-		bson.E{Key: "filename", Value: src.name},
-		bson.E{Key: "content_type", Value: src.contentType},
-	))
-	if err != nil {
-		s.cleanup(ctx, fid, false)
-		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
-	}
 	src.size = n
+	return fid, s.finish(ctx, fid, who, up, src)
+}
+
+// finish makes a fully written file visible, inserts its job and publishes its event: the last
+// step of a one-shot upload and of a resumable one alike. On a failure it removes the file.
+func (s *state) finish(ctx context.Context, fid bson.ObjectID, who identity, up *GridFSWriter, src *source) *httpError {
+	if err := up.Close(src.name, fileMetadata(who, src)); err != nil {
+		s.cleanup(ctx, fid, false)
+		return &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+	}
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	jctx, jcancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 	defer jcancel()
-	_, err = s.videos.Collection("jobs").InsertOne(jctx, append(append(bson.D{{Key: "_id", Value: fid}}, ownerFields(who)...),
+	_, err := s.videos.Collection("jobs").InsertOne(jctx, append(append(bson.D{{Key: "_id", Value: fid}}, ownerFields(who)...),
 		bson.E{Key: "filename", Value: src.name},
 		bson.E{Key: "content_type", Value: src.contentType},
-		bson.E{Key: "size", Value: n},
+		bson.E{Key: "size", Value: src.size},
 		bson.E{Key: "state", Value: JobUploaded},
 		bson.E{Key: "reason", Value: ""},
 		bson.E{Key: "mp3_fid", Value: ""},
@@ -78,14 +80,22 @@ func (s *state) store(ctx context.Context, who identity, src *source) (bson.Obje
 	))
 	if err != nil {
 		s.cleanup(ctx, fid, true)
-		return fid, &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
+		return &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
 	}
 
 	if err := s.publish(ctx, fid, who.Username, src); err != nil {
 		s.cleanup(ctx, fid, true)
-		return fid, &httpError{status: http.StatusServiceUnavailable, msg: "event broker unavailable, try again", cause: err}
+		return &httpError{status: http.StatusServiceUnavailable, msg: "event broker unavailable, try again", cause: err}
 	}
-	return fid, nil
+	return nil
+}
+
+// fileMetadata is the metadata of a stored video's files document: whose it is and what.
+func fileMetadata(who identity, src *source) bson.D {
+	return append(ownerFields(who),
+		bson.E{Key: "filename", Value: src.name},
+		bson.E{Key: "content_type", Value: src.contentType},
+	)
 }
 
 // ownerFields say whose an upload is, in its job and in its GridFS metadata alike (every

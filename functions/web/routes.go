@@ -30,7 +30,7 @@ var routes = []route{
 	{pattern: "/users", function: "login"},
 	{pattern: "/users/", function: "login"},
 	{pattern: "/upload", function: "upload", transfer: true},
-	{pattern: "/upload/", function: "upload", transfer: true}, // resumable uploads, later
+	{pattern: "/upload/", function: "upload", transfer: true}, // resumable uploads (tus)
 	{pattern: "/download", function: "download", transfer: true},
 	{pattern: "/jobs", function: "download"},
 	{pattern: "/jobs/", function: "download"},

@@ -7,10 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -27,7 +29,9 @@ const (
 // is a session: the token lives in sessionStorage).
 func TestWebApp(t *testing.T) {
 	chromium := findChromium(t)
-	s := stacktest.Start(t, stacktest.Options{})
+	// A request the network cut off without closing its connection holds its upload until
+	// UPLOAD_IDLE_TIMEOUT: short here, so that the offline story resumes soon.
+	s := stacktest.Start(t, stacktest.Options{Env: map[string]string{"UPLOAD_IDLE_TIMEOUT": "5s"}})
 	browser := startBrowser(t, chromium)
 	shots := os.Getenv("MP3C_SCREENSHOTS")
 
@@ -83,6 +87,83 @@ func TestWebApp(t *testing.T) {
 		}
 		if n := evalInt(t, tab, `document.documentElement.scrollWidth - window.innerWidth`); n > 0 {
 			t.Errorf("the page is %d px wider than the window", n)
+		}
+	})
+
+	t.Run("an upload cut off by going offline finishes after coming back, without starting over", func(t *testing.T) {
+		tab := newTab(t, browser)
+		signIn(t, tab, s.URL, adminEmail, adminPassword)
+		// The tus requests the page sends, and the answers to its PATCHes.
+		var mu sync.Mutex
+		var creations int
+		patchFrom := map[network.RequestID]string{} // PATCH -> its Upload-Offset
+		var patches []network.RequestID
+		answered := map[network.RequestID]int64{} // PATCH -> its status
+		if err := chromedp.Listen(tab, func(ev any) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch e := ev.(type) {
+			case *network.EventRequestWillBeSent:
+				if !strings.Contains(e.Request.URL, "/upload/") {
+					return
+				}
+				switch e.Request.Method {
+				case "POST":
+					creations++
+				case "PATCH":
+					patchFrom[e.RequestID] = fmt.Sprint(e.Request.Headers["Upload-Offset"])
+					patches = append(patches, e.RequestID)
+				}
+			case *network.EventResponseReceived:
+				if _, ok := patchFrom[e.RequestID]; ok {
+					answered[e.RequestID] = e.Response.Status
+				}
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// About 6 MB at 256 KiB/s: the network is cut while most of it is still to go.
+		resumed := filepath.Join(t.TempDir(), "cut off.mp4")
+		stacktest.FFmpeg(t, resumed, "-f", "lavfi", "-i", "testsrc2=duration=6:size=640x360:rate=25",
+			"-f", "lavfi", "-i", "sine=frequency=440:duration=6",
+			"-c:v", "libx264", "-preset", "ultrafast", "-b:v", "8000k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest")
+		emulateNetwork(t, tab, false, 256<<10)
+		run(t, tab, chromedp.SetUploadFiles(chromedp.CSS("#file-input"), []string{resumed}),
+			waitFor(`document.querySelector("#uploads li progress")?.value >= 20`))
+		emulateNetwork(t, tab, true, 256<<10)
+		run(t, tab, waitFor(`/Offline/.test(document.querySelector("#uploads li .detail").textContent)`))
+		emulateNetwork(t, tab, false, -1)
+		back := time.Now()
+		// The server may hold the cut request until UPLOAD_IDLE_TIMEOUT when the browser leaves
+		// its connection open; the page retries meanwhile.
+		if err := chromedp.Do(tab, waitFor(`document.querySelector("#uploads li").dataset.state === "done"`, chromedp.WithPollingTimeout(2*time.Minute))); err != nil {
+			t.Fatalf("not done: %v; the row says %q %q", err, attr(t, tab, "#uploads li", "data-state"), text(t, tab, "#uploads li .detail"))
+		}
+
+		// One upload (one creation); after the cut, no PATCH from 0 was taken: the ones sent
+		// before the server had recorded the cut one were refused (423, 409), and the rest
+		// went from the server's offset.
+		mu.Lock() // not held across a CDP call: the listener would block the tab's events
+		var seen []string
+		resumedFrom := ""
+		for i, id := range patches {
+			seen = append(seen, fmt.Sprintf("%s:%d", patchFrom[id], answered[id]))
+			if i > 0 && answered[id] == 204 {
+				resumedFrom = patchFrom[id]
+			}
+		}
+		first := ""
+		if len(patches) > 0 {
+			first = patchFrom[patches[0]]
+		}
+		nCreations, nPatches := creations, len(patches)
+		mu.Unlock()
+		if nCreations != 1 || nPatches < 2 || first != "0" || resumedFrom == "" || resumedFrom == "0" {
+			t.Fatalf("%d creations; PATCHes (offset:status) %v: want one creation, the cut PATCH, and a resume from the server's offset", nCreations, seen)
+		}
+		t.Logf("PATCHes (offset:status) %v; done %s after coming back", seen, time.Since(back).Round(time.Second))
+		if n := evalInt(t, tab, `Object.keys(localStorage).filter(k => k.startsWith("mp3converter.upload:")).length`); n != 0 {
+			t.Errorf("%d upload URLs left in localStorage after the upload finished", n)
 		}
 	})
 
@@ -249,8 +330,8 @@ func signIn(t *testing.T, tab context.Context, url, email, password string) {
 }
 
 // waitFor waits until a JavaScript expression about the page is true.
-func waitFor(expression string) chromedp.Action[chromedp.Void] {
-	poll := chromedp.Poll[bool](expression, chromedp.WithPollingInterval(50*time.Millisecond))
+func waitFor(expression string, opts ...chromedp.PollOption) chromedp.Action[chromedp.Void] {
+	poll := chromedp.Poll[bool](expression, append([]chromedp.PollOption{chromedp.WithPollingInterval(50 * time.Millisecond)}, opts...)...)
 	return func(ctx context.Context, target *chromedp.Target) (chromedp.Void, error) {
 		_, err := poll(ctx, target)
 		return chromedp.Void{}, err
@@ -267,6 +348,27 @@ func throttle(t *testing.T, tab context.Context, bytesPerSecond float64) {
 		MatchedNetworkConditions: []*network.Conditions{{UploadThroughput: bytesPerSecond, DownloadThroughput: -1}},
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// emulateNetwork sets the tab's network with Network.emulateNetworkConditions (deprecated for
+// emulateNetworkConditionsByRule, which leaves navigator.onLine alone): offline, new requests
+// fail and the page hears "offline" (Chromium lets a request in flight go on: the app aborts
+// its upload itself); uploads limited to bytesPerSecond (-1: no limit).
+func emulateNetwork(t *testing.T, tab context.Context, offline bool, bytesPerSecond float64) {
+	t.Helper()
+	type conditions struct {
+		Offline            bool    `json:"offline"`
+		Latency            float64 `json:"latency"`
+		DownloadThroughput float64 `json:"downloadThroughput"`
+		UploadThroughput   float64 `json:"uploadThroughput"`
+	}
+	emulate := cdp.Command[conditions, cdp.Empty]{Method: "Network.emulateNetworkConditions"}
+	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(tab, emulate, conditions{Offline: offline, DownloadThroughput: -1, UploadThroughput: bytesPerSecond}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -94,6 +94,37 @@ func ResumeGridFSWriter(ctx context.Context, db *mongo.Database, bucket string, 
 	return w, nil
 }
 
+// TrimGridFSChunks cuts the unfinished file id back to its first length bytes: it drops the
+// chunks after them and shortens the chunk they end in. A resumable upload stores bytes before
+// it records how many it has, so a request that failed between the two leaves more than its
+// record says; trimming first makes ResumeGridFSWriter at the recorded length exact.
+func TrimGridFSChunks(ctx context.Context, db *mongo.Database, bucket string, id any, length int64) error {
+	chunks := db.Collection(bucket + ".chunks")
+	n := int32(length / gridfsChunkSize)
+	rest := int(length % gridfsChunkSize)
+	after := n
+	if rest == 0 {
+		after = n - 1 // chunk n would start at length: drop it too
+	}
+	if _, err := chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: id}, {Key: "n", Value: bson.D{{Key: "$gt", Value: after}}}}); err != nil {
+		return err
+	}
+	if rest == 0 {
+		return nil
+	}
+	var last struct {
+		ID   any    `bson:"_id"`
+		Data []byte `bson:"data"`
+	}
+	err := chunks.FindOne(ctx, bson.D{{Key: "files_id", Value: id}, {Key: "n", Value: n}}).Decode(&last)
+	if err != nil || len(last.Data) <= rest {
+		return err // shorter: ResumeGridFSWriter reports it
+	}
+	_, err = chunks.UpdateOne(ctx, bson.D{{Key: "_id", Value: last.ID}}, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "data", Value: bson.Binary{Subtype: bson.TypeBinaryGeneric, Data: last.Data[:rest]}}}}})
+	return err
+}
+
 func newGridFSWriter(ctx context.Context, db *mongo.Database, bucket string, id any) *GridFSWriter {
 	ctx, span := startSpan(ctx, "gridfs.write", attribute.String("db.namespace", db.Name()), attribute.String("gridfs.bucket", bucket))
 	return &GridFSWriter{

@@ -267,3 +267,49 @@ func TestGridFSWriterResumes(t *testing.T) {
 		t.Error("resumed at a length that splits a full chunk")
 	}
 }
+
+// A request that stored more than its upload recorded (it failed between the two) is trimmed
+// back to the record, and the file resumed from there reads back exactly.
+func TestTrimGridFSChunks(t *testing.T) {
+	db := gridfsTestDB(t)
+	ctx := context.Background()
+	want := randomBytes(3*gridfsChunkSize + 10)
+	for _, recorded := range []int{0, 700, gridfsChunkSize, gridfsChunkSize + 5} {
+		id := bson.NewObjectID()
+		w, err := NewGridFSWriter(ctx, db, "fs", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		garbage := append(append([]byte{}, want[:recorded]...), randomBytes(2*gridfsChunkSize+77)...)
+		if _, err := w.Write(garbage); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		w.release()
+		if err := TrimGridFSChunks(ctx, db, "fs", id, int64(recorded)); err != nil {
+			t.Fatal(err)
+		}
+		if recorded == 0 {
+			w, err = NewGridFSWriter(ctx, db, "fs", id)
+		} else {
+			w, err = ResumeGridFSWriter(ctx, db, "fs", id, int64(recorded))
+		}
+		if err != nil {
+			t.Fatalf("recorded %d: %v", recorded, err)
+		}
+		if _, err := w.Write(want[recorded:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close("trimmed.mp4", nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := readBack(t, db, id); !bytes.Equal(got, want) {
+			t.Errorf("recorded %d: read back %d bytes, not the %d written", recorded, len(got), len(want))
+		}
+		if n := countChunks(t, db, id); n != 4 {
+			t.Errorf("recorded %d: %d chunks, want 4", recorded, n)
+		}
+	}
+}

@@ -121,34 +121,189 @@ export async function signIn(email, password) {
   sessionStorage.setItem(tokenKey, (await resp.json()).access_token);
 }
 
-// upload sends one file as a raw body (streamed by the browser, never read into the page)
-// and reports progress(sentBytes, totalBytes). It resolves to upload's answer.
-export function upload(file, progress, onBusy) {
-  const send = (attempt) => new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/upload?filename=" + encodeURIComponent(file.name));
-    xhr.setRequestHeader("Authorization", "Bearer " + token());
-    xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
-    xhr.setRequestHeader("Content-Type", file.type || "application/octet-stream");
-    xhr.upload.onprogress = (e) => progress(e.loaded, e.lengthComputable ? e.total : file.size);
-    xhr.onerror = () => reject(new ApiError("The upload was cut off. Check your connection and try again.", 0));
-    xhr.onload = async () => {
-      if (xhr.status === 202) {
-        resolve(JSON.parse(xhr.responseText));
-        return;
+// Uploads are resumable (tus 1.0 at /upload/, a small client of our own: no bundle to vendor,
+// and nothing but same-origin requests, as the page's CSP wants). The upload's URL is kept in
+// localStorage under the file's name, size and date, so a dropped connection resumes by itself
+// and a reloaded page resumes when the same file is chosen again: only the rest is sent.
+const uploadKeyPrefix = "mp3converter.upload:";
+const tusHeaders = () => ({
+  "Tus-Resumable": "1.0.0",
+  Authorization: "Bearer " + token(),
+  "X-Requested-With": "XMLHttpRequest",
+});
+const maxResumes = 30; // tries in a row while the network is up, before giving up
+
+function uploadKey(file) {
+  return uploadKeyPrefix + JSON.stringify([claims()?.username || "", file.name, file.size, file.lastModified]);
+}
+
+// upload sends one file (streamed by the browser, never read into the page), reports
+// progress(sentBytes, totalBytes), onBusy(seconds) when the server is busy and onWait(message)
+// while it waits to resume. It resolves to the job: {video_fid, status_url}.
+export async function upload(file, progress, onBusy, onWait = () => {}) {
+  const key = uploadKey(file);
+  let url = localStorage.getItem(key);
+  let offset = 0;
+  if (url) {
+    const state = await tusHead(url).catch((err) => (err.status === 404 ? null : { offset: 0 }));
+    if (state?.done) {
+      localStorage.removeItem(key);
+      return state.done;
+    }
+    if (state) offset = state.offset; else url = null; // expired: start again
+  }
+  if (!url) {
+    url = await tusCreate(file, onBusy);
+    localStorage.setItem(key, url);
+  }
+  for (let tries = 0; ; tries++) {
+    try {
+      const state = await tusPatch(url, file, offset, progress);
+      if (state.done) {
+        localStorage.removeItem(key);
+        return state.done;
       }
-      const retry = xhr.getResponseHeader("Retry-After");
-      if (xhr.status === 503 && retry && attempt < busyRetries) {
-        const wait = retryAfter(retry);
-        onBusy(wait);
-        setTimeout(() => send(attempt + 1).then(resolve, reject), wait * 1000);
-        return;
+      offset = state.offset;
+      tries = -1;
+      continue;
+    } catch (err) {
+      if (!err.resume || tries >= maxResumes) {
+        if (!err.resume) localStorage.removeItem(key);
+        throw err;
       }
-      reject(await errorOf(xhr.status, () => JSON.parse(xhr.responseText), retry));
-    };
-    xhr.send(file);
+      if (err.status === 503 && err.wait) onBusy(err.wait);
+      else onWait(navigator.onLine ? "Connection lost: resuming…" : "Offline: the upload resumes when the connection is back…");
+      // Growing waits: a request the network cut off may hold the upload on the server (423)
+      // until the server notices, UPLOAD_IDLE_TIMEOUT at most.
+      await whenOnline(Math.max(err.wait, Math.min(2 ** tries, 10)));
+    }
+    try {
+      const state = await tusHead(url);
+      if (state.done) {
+        localStorage.removeItem(key);
+        return state.done;
+      }
+      offset = state.offset;
+    } catch (err) {
+      if (!err.resume) {
+        localStorage.removeItem(key);
+        throw err;
+      }
+    }
+  }
+}
+
+// whenOnline waits seconds, or while the browser is offline until it is back.
+function whenOnline(seconds) {
+  return new Promise((done) => {
+    if (!navigator.onLine) {
+      window.addEventListener("online", () => done(), { once: true });
+      return;
+    }
+    setTimeout(done, seconds * 1000);
   });
-  return send(0);
+}
+
+// resumable marks an error after which the upload is worth resuming.
+function resumable(err, wait = 0) {
+  err.resume = true;
+  err.wait = wait;
+  return err;
+}
+
+const cutOff = () => resumable(new ApiError("The upload was cut off. Check your connection and try again.", 0));
+
+async function tusCreate(file, onBusy) {
+  const b64 = (s) => btoa(unescape(encodeURIComponent(s)));
+  for (let attempt = 0; ; attempt++) {
+    let resp;
+    try {
+      resp = await fetch("/upload/", {
+        method: "POST",
+        headers: { ...tusHeaders(), "Upload-Length": String(file.size),
+          "Upload-Metadata": "filename " + b64(file.name) + ",filetype " + b64(file.type || "application/octet-stream") },
+      });
+    } catch {
+      throw new ApiError("The server cannot be reached. Check your connection and try again.", 0);
+    }
+    if (resp.status === 201) return new URL(resp.headers.get("Location"), location.href).pathname; // same origin
+    const retry = resp.headers.get("Retry-After");
+    if (resp.status === 503 && retry && attempt < busyRetries) {
+      onBusy(retryAfter(retry));
+      await new Promise((done) => setTimeout(done, retryAfter(retry) * 1000));
+      continue;
+    }
+    throw await errorOf(resp.status, () => resp.json(), retry);
+  }
+}
+
+// tusHead asks how much of the upload the server has: {offset, done}.
+async function tusHead(url) {
+  let resp;
+  try {
+    resp = await fetch(url, { method: "HEAD", headers: tusHeaders(), cache: "no-store" });
+  } catch {
+    throw cutOff();
+  }
+  if (resp.ok) return tusState((name) => resp.headers.get(name));
+  throw await tusError(resp.status, () => { throw new Error("HEAD has no body"); }, resp.headers.get("Retry-After"));
+}
+
+// tusPatch sends the file from offset: {offset, done}. When the browser says it went offline,
+// or no byte goes out for stallSeconds, the request is given up (a dropped network often
+// leaves a connection hanging, not closed) and the caller resumes from the server's offset.
+const stallSeconds = 30;
+
+function tusPatch(url, file, offset, progress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    let stall;
+    const watch = () => {
+      clearTimeout(stall);
+      stall = setTimeout(() => xhr.abort(), stallSeconds * 1000);
+    };
+    const giveUp = () => xhr.abort();
+    const settle = (f, v) => {
+      clearTimeout(stall);
+      window.removeEventListener("offline", giveUp);
+      f(v);
+    };
+    xhr.open("PATCH", url);
+    for (const [name, value] of Object.entries(tusHeaders())) xhr.setRequestHeader(name, value);
+    xhr.setRequestHeader("Content-Type", "application/offset+octet-stream");
+    xhr.setRequestHeader("Upload-Offset", String(offset));
+    xhr.upload.onprogress = (e) => {
+      progress(offset + e.loaded, file.size);
+      if (e.loaded < e.total) watch(); else clearTimeout(stall); // all sent: the server finishes
+    };
+    xhr.onerror = xhr.onabort = () => settle(reject, cutOff());
+    xhr.onload = async () => {
+      if (xhr.status === 204) {
+        settle(resolve, tusState((name) => xhr.getResponseHeader(name)));
+        return;
+      }
+      settle(reject, await tusError(xhr.status, () => JSON.parse(xhr.responseText), xhr.getResponseHeader("Retry-After")));
+    };
+    window.addEventListener("offline", giveUp);
+    watch();
+    xhr.send(file.slice(offset));
+  });
+}
+
+function tusState(header) {
+  const fid = header("Video-Fid");
+  return {
+    offset: Number(header("Upload-Offset")),
+    done: fid ? { video_fid: fid, status_url: header("Status-Url") } : null,
+  };
+}
+
+// tusError: what to resume after (busy, unreachable through web, held by a request that was
+// cut off, another offset than ours), and the rest in the user's words.
+async function tusError(status, readJSON, retry) {
+  const err = await errorOf(status, readJSON, retry);
+  if ([409, 423, 502, 503, 504].includes(status)) return resumable(err, retry ? retryAfter(retry) : 0);
+  return err;
 }
 
 // bytes formats a size for people: 1.5 MB, 2 GB (powers of 1024, as the limits are set).

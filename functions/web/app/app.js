@@ -151,7 +151,8 @@ async function convert(file) {
         lastSaid = percent - (percent % 25);
         announce(`${file.name}: uploaded ${lastSaid}%`);
       }
-    }, (wait) => setRow(row, "uploading", `The server is busy: trying again in ${wait} s…`, 0));
+    }, (wait) => setRow(row, "uploading", `The server is busy: trying again in ${wait} s…`, 0),
+    (message) => setRow(row, "uploading", message, row.bar.value));
     setRow(row, "uploaded", "Uploaded " + api.bytes(file.size));
     announce(file.name + " uploaded, waiting to convert");
     await follow(row, file.name, answer.video_fid);
