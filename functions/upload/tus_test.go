@@ -124,7 +124,7 @@ func TestTusUploadInPieces(t *testing.T) {
 		t.Errorf("stored %d bytes, not the ones sent", file.Length)
 	}
 	j := e.job(t, fid)
-	if j.Username != alice || j.Filename != "clip.mp4" || j.ContentType != "video/mp4" || j.Size != int64(len(want)) || j.State != "uploaded" {
+	if j.OwnerID != aliceID || j.Username != alice || j.Filename != "clip.mp4" || j.ContentType != "video/mp4" || j.Size != int64(len(want)) || j.State != "uploaded" {
 		t.Errorf("job %+v", j)
 	}
 	if _, events := e.broker.snapshot(); len(events) != 1 || events[0].ID() != fid.Hex() {
