@@ -260,7 +260,8 @@ func share(part, whole time.Duration) string {
 }
 
 // timedConvert is the convert function with a stopwatch around Handle: when
-// each event (by id) came in and when its reply had been written.
+// each event (by id) came in and when its reply was out (flushed before the
+// work convert does after it, or Handle's return).
 type timedConvert struct {
 	*convert.Function
 	mu       sync.Mutex
@@ -268,12 +269,13 @@ type timedConvert struct {
 }
 
 func (t *timedConvert) Handle(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	t.Function.Handle(w, r)
-	d := time.Since(start)
-	t.mu.Lock()
-	t.handling[r.Header.Get("Ce-Id")] += d // a redelivery adds up
-	t.mu.Unlock()
+	sw := &stopwatch{ResponseWriter: w, start: time.Now(), done: func(d time.Duration) {
+		t.mu.Lock()
+		t.handling[r.Header.Get("Ce-Id")] += d // a redelivery adds up
+		t.mu.Unlock()
+	}}
+	t.Function.Handle(sw, r)
+	sw.stop()
 }
 
 func (t *timedConvert) took(id string) (time.Duration, bool) {
@@ -282,3 +284,28 @@ func (t *timedConvert) took(id string) (time.Duration, bool) {
 	d, ok := t.handling[id]
 	return d, ok
 }
+
+// stopwatch is a ResponseWriter that tells done, once, how long until the answer was
+// first flushed or stop was called.
+type stopwatch struct {
+	http.ResponseWriter
+	start   time.Time
+	done    func(time.Duration)
+	stopped bool
+}
+
+func (s *stopwatch) stop() {
+	if !s.stopped {
+		s.stopped = true
+		s.done(time.Since(s.start))
+	}
+}
+
+func (s *stopwatch) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	s.stop()
+}
+
+func (s *stopwatch) Unwrap() http.ResponseWriter { return s.ResponseWriter }
