@@ -196,6 +196,20 @@ func convertOnce(ctx context.Context, s *localStack, path string) (time.Duration
 	if reply != typeConverted {
 		return 0, "", fmt.Errorf("convert replied %q to %s, want %s", reply, fid, typeConverted)
 	}
+	// convert deletes the video after its reply: wait for that, so that runs never overlap.
+	oid, _ := bson.ObjectIDFromHex(fid)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		n, err := s.mongo.Database("videos").Collection("fs.files").CountDocuments(ctx, bson.D{{Key: "_id", Value: oid}})
+		if err != nil {
+			return 0, "", err
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, "", fmt.Errorf("convert did not delete the video %s within a minute of its reply", fid)
+		}
+	}
 	return d, fid, nil
 }
 
