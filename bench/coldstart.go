@@ -50,6 +50,7 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 			"MAIL_DIR":            mailDir,
 			"BCRYPT_COST":         bcryptCost,
 			"TMPDIR":              tmpDir,
+			"LINK_SECRET":         benchLinkSecret,
 		}
 		if name == "login" {
 			env["JWT_PRIVATE_KEY_FILE"] = filepath.Join(s.dir, "jwt-private.pem")

@@ -26,6 +26,8 @@ const (
 	adminPassword = stacktest.AdminPassword
 	bcryptCost    = "10" // knative/config.yaml's BCRYPT_COST, and login's default
 	chunkSize     = 128 * 1024
+	// benchLinkSecret signs download links in the functions the harness starts itself.
+	benchLinkSecret = "bench-link-secret-0123456789abcdef0123456789"
 )
 
 // localStack is the whole system in this process (internal/stacktest), on a
