@@ -44,7 +44,7 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 		env := map[string]string{
 			"MONGODB_URI":         s.MongoURI,
 			"MYSQL_DSN":           s.MySQLDSN,
-			"JWT_PUBLIC_KEY_FILE": filepath.Join(s.dir, "jwt-public.pem"),
+			"JWT_PUBLIC_KEY_FILE": s.keyFile("jwt-public.pem"),
 			"VALIDATE_URL":        s.Functions["validate"] + "/validate",
 			"K_SINK":              s.BrokerURL,
 			"MAIL_DIR":            mailDir,
@@ -53,7 +53,7 @@ func (b *bench) coldStart(ctx context.Context) (*section, error) {
 			"LINK_SECRET":         benchLinkSecret,
 		}
 		if name == "login" {
-			env["JWT_PRIVATE_KEY_FILE"] = filepath.Join(s.dir, "jwt-private.pem")
+			env["JWT_PRIVATE_KEY_FILE"] = s.keyFile("jwt-private.pem")
 		}
 		if name == "web" { // its routes: each function's base URL
 			for fn, setting := range web.Upstreams {

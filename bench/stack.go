@@ -85,6 +85,19 @@ func (b *bench) startStackWith(ctx context.Context, name string, withConvert boo
 	return ls, nil
 }
 
+// keyFile is the path of a key the stack generated into its data dir.
+func (s *localStack) keyFile(name string) string {
+	if p := filepath.Join(s.dir, "data", name); fileExists(p) {
+		return p
+	}
+	return filepath.Join(s.dir, name)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // close stops the stack and removes its data.
 func (s *localStack) close() {
 	if s.mongo != nil {
