@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,7 +61,7 @@ func (b *bench) auth(ctx context.Context) (*section, error) {
 		return req
 	}
 	// validate again, without MYSQL_DSN: signature and claims only.
-	cryptoURL, stopCrypto, err := serveFunction(ctx, validate.New(), "validate", map[string]string{"JWT_PUBLIC_KEY_FILE": filepath.Join(s.dir, "jwt-public.pem")})
+	cryptoURL, stopCrypto, err := serveFunction(ctx, validate.New(), "validate", map[string]string{"JWT_PUBLIC_KEY_FILE": s.keyFile("jwt-public.pem")})
 	if err != nil {
 		return nil, err
 	}

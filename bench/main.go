@@ -53,6 +53,7 @@ type config struct {
 	uploadSize int64 // the big upload
 	burst      int   // videos uploaded at once
 	stored     int64 // other MP3s stored in the flat group
+	flatSweep  bool  // the flat group's stack runs the sweep every minute
 	results    string
 }
 
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.longRuns, "long-runs", 1, "runs of the 10-minute video (each takes about a minute)")
 	size := flag.String("upload-size", "1GiB", "size of the big upload (e.g. 1GiB, 256MiB, or bytes)")
 	stored := flag.String("stored", "500MiB", "other MP3s stored before the flat group measures again (e.g. 500MiB, 100MiB)")
+	flag.BoolVar(&o.flatSweep, "flat-sweep", true, "run the sweep every minute in the flat group's stack, as deployed")
 	flag.IntVar(&o.burst, "burst", 20, "videos uploaded at once in the concurrency group")
 	flag.StringVar(&o.results, "results", "bench/results.md", "where to write the results (markdown)")
 	flag.Parse()

@@ -177,7 +177,7 @@ func (b *bench) download(ctx context.Context) (*section, error) {
 	}
 	seeded := time.Since(t)
 
-	env := map[string]string{"MONGODB_URI": s.MongoURI, "VALIDATE_URL": s.Functions["validate"] + "/validate"}
+	env := map[string]string{"MONGODB_URI": s.MongoURI, "VALIDATE_URL": s.Functions["validate"] + "/validate", "LINK_SECRET": benchLinkSecret}
 	p, err := startFunction(b.mp3converter, "download", env, logw)
 	if err != nil {
 		return nil, err

@@ -86,8 +86,11 @@ func (d *delivery) convert(ctx context.Context) result {
 		}
 		return d.interrupted(ctx, toolMessage(err, "the conversion did not finish, try again"), err)
 	}
-	outInfo, err := d.probe(ctx, out)
-	if err != nil {
+	// What ffmpeg wrote: its MP3's Xing header says how many frames, no second ffprobe needed.
+	var outInfo mediaInfo
+	if written, ok := mp3Duration(out); ok {
+		outInfo.duration = written
+	} else if outInfo, err = d.probe(ctx, out); err != nil {
 		var pe *probeError
 		if !errors.As(err, &pe) {
 			return d.interrupted(ctx, toolMessage(err, "cannot inspect the MP3, try again"), err)

@@ -27,10 +27,21 @@ type GridFSReader struct {
 	length    int64
 	chunkSize int64
 
-	pos    int64  // offset of the next byte Read returns
-	n      int32  // index of the chunk in data
-	data   []byte // chunk n, or nil before the first fetch
-	driver *mongo.GridFSDownloadStream
+	pos     int64  // offset of the next byte Read returns
+	n       int32  // index of the chunk in data
+	data    []byte // chunk n, or nil before the first fetch
+	ahead   []chan fetched
+	aheadAt int32 // index of the chunk ahead[0] brings
+	driver  *mongo.GridFSDownloadStream
+}
+
+// gridfsReadAhead is how many chunk queries a reader keeps in flight: each is one round
+// trip to the database, which would otherwise add up chunk after chunk.
+const gridfsReadAhead = 4
+
+type fetched struct {
+	data []byte
+	err  error
 }
 
 // OpenGridFSReader opens file id of bucket in db, to be read from offset (0 for the whole
@@ -81,28 +92,58 @@ func (r *GridFSReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// Close ends the driver's stream when the file is read through it.
+// Close waits for the chunk queries in flight and ends the driver's stream, if any.
 func (r *GridFSReader) Close() error {
+	r.dropAhead()
 	if r.driver != nil {
 		return r.driver.Close()
 	}
 	return nil
 }
 
+// query starts fetching chunk n by its kit _id.
+func (r *GridFSReader) query(n int32) chan fetched {
+	ch := make(chan fetched, 1)
+	cid := gridfsChunkID(r.id, n)
+	if cid == nil {
+		ch <- fetched{err: mongo.ErrNoDocuments}
+		return ch
+	}
+	go func() {
+		var chunk struct {
+			Data []byte `bson:"data"`
+		}
+		err := r.db.Collection(r.bucket+".chunks").FindOne(r.ctx, bson.D{{Key: "_id", Value: cid}}).Decode(&chunk)
+		ch <- fetched{chunk.Data, err}
+	}()
+	return ch
+}
+
+// dropAhead waits for the queries in flight and forgets their chunks.
+func (r *GridFSReader) dropAhead() {
+	for _, ch := range r.ahead {
+		<-ch
+	}
+	r.ahead = nil
+}
+
 // fetch reads chunk n by its kit _id. When the first chunk fetched is not there under that
 // _id, the file was written otherwise: the reader goes on through the driver's stream.
 func (r *GridFSReader) fetch(n int32) error {
-	var chunk struct {
-		Data []byte `bson:"data"`
+	if len(r.ahead) == 0 || r.aheadAt != n {
+		r.dropAhead()
+		r.aheadAt = n
 	}
-	var err error
-	if cid := gridfsChunkID(r.id, n); cid != nil {
-		err = r.db.Collection(r.bucket+".chunks").FindOne(r.ctx, bson.D{{Key: "_id", Value: cid}}).Decode(&chunk)
-	} else {
-		err = mongo.ErrNoDocuments
+	last := int32((r.length - 1) / r.chunkSize)
+	for k := r.aheadAt + int32(len(r.ahead)); k <= last && len(r.ahead) < gridfsReadAhead; k++ {
+		r.ahead = append(r.ahead, r.query(k))
 	}
+	res := <-r.ahead[0]
+	r.ahead, r.aheadAt = r.ahead[1:], r.aheadAt+1
+	chunk, err := struct{ Data []byte }{res.data}, res.err
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments) && r.data == nil:
+		r.dropAhead()
 		return r.openDriverStream()
 	case errors.Is(err, mongo.ErrNoDocuments):
 		return fmt.Errorf("gridfs file %v: chunk %d is missing", r.id, n)
