@@ -44,6 +44,7 @@ var Settings = withTelemetry([]Setting{
 	{Name: "K_SINK", Kind: KindURL, Required: true, Meaning: "the broker ingress the re-sent events go to; a SinkBinding sets it on the cluster"},
 	{Name: "SWEEP_GRACE", Kind: KindDuration, Default: "2m", Min: "1s", Meaning: "how old a job or file must be before the sweep touches it"},
 	{Name: "SWEEP_BATCH", Kind: KindInt, Default: "100", Min: "1", Max: "10000", Meaning: "items of each kind one run handles at most; the rest next run"},
+	{Name: "SWEEP_CHUNK_SCAN_PAUSE", Kind: KindDuration, Default: "1h", Min: "0s", Meaning: "rest between two full passes of the orphan-chunk scan (a chunk query reads every stored chunk on FerretDB's SQLite backend)"},
 	{Name: "SWEEP_REDRIVES", Kind: KindInt, Default: "3", Min: "0", Max: "100", Meaning: "re-drives of a stalled job before it is failed"},
 	{Name: "STUCK_AFTER", Kind: KindDuration, Default: "70m", Min: "1s", Meaning: "a converting job whose claim ended this long ago is stuck: beyond the convert Trigger's whole retry window (about 62 min) and upload's UPLOAD_TIMEOUT"},
 	{Name: "MP3_RETENTION", Kind: KindDuration, Default: "720h", Min: "0s", Meaning: "MP3s older than this are deleted and their job becomes expired (720h: 30 days); 0 keeps them forever"},
@@ -159,6 +160,7 @@ type runtime struct {
 	batch       int64
 	maxRedrives int32
 	stuckAfter  time.Duration
+	chunkPause  time.Duration // rest between two full passes of the orphan-chunk scan
 	retention   time.Duration // 0: MP3s are kept forever
 	keepVideos  bool
 	now         func() time.Time // time.Now, but tests may move it
@@ -175,6 +177,7 @@ func newRuntime(cfg map[string]string) (*runtime, error) {
 		batch:       set.int("SWEEP_BATCH"),
 		maxRedrives: int32(set.int("SWEEP_REDRIVES")),
 		stuckAfter:  set.duration("STUCK_AFTER"),
+		chunkPause:  set.duration("SWEEP_CHUNK_SCAN_PAUSE"),
 		retention:   set.duration("MP3_RETENTION"),
 		keepVideos:  set.bool("KEEP_VIDEOS"),
 		now:         func() time.Time { return time.Now().UTC() },

@@ -711,3 +711,29 @@ func TestExpiredUploadsGoAndNothingElse(t *testing.T) {
 		t.Error("an abandoned lock was kept")
 	}
 }
+
+// TestOrphanChunkScanRestsBetweenPasses: the chunk scan reads every chunk on FerretDB's
+// SQLite backend, so after a full pass it waits SWEEP_CHUNK_SCAN_PAUSE before the next.
+func TestOrphanChunkScanRestsBetweenPasses(t *testing.T) {
+	fx := start(t, map[string]string{"SWEEP_CHUNK_SCAN_PAUSE": "1h"})
+	if c := fx.run(); c.ChunksRemoved != 0 { // a full pass over nothing
+		t.Fatalf("%+v", c)
+	}
+	v := fx.rt.videos()
+	dead := bson.NewObjectIDFromTimestamp(fx.at.Add(-2 * time.Hour))
+	fx.storeFile(v, dead, 2*time.Hour)
+	if _, err := v.Collection("fs.files").DeleteOne(context.Background(), bson.D{{Key: "_id", Value: dead}}); err != nil {
+		t.Fatal(err)
+	}
+	fx.later(59 * time.Minute)
+	if c := fx.run(); c.ChunksRemoved != 0 {
+		t.Fatalf("the scan ran again within its pause: %+v", c)
+	}
+	fx.later(2 * time.Minute)
+	if c := fx.run(); c.ChunksRemoved != 1 {
+		t.Fatalf("the scan did not run after its pause: %+v", c)
+	}
+	if n := fx.count(v.Collection("fs.chunks"), bson.D{{Key: "files_id", Value: dead}}); n != 0 {
+		t.Errorf("%d chunks of the dead upload kept", n)
+	}
+}

@@ -47,7 +47,7 @@ func (rt *runtime) expireMP3s(ctx context.Context, c *counts) error {
 // failure) unless KEEP_VIDEOS.
 func (rt *runtime) removeVideos(ctx context.Context, c *counts) error {
 	cutoff := rt.now().Add(-rt.grace)
-	return rt.scan(ctx, rt.videos().Collection("fs.files"), "_id",
+	return rt.scan(ctx, rt.videos().Collection("fs.files"), "_id", 0,
 		bson.D{{Key: "uploadDate", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
 		func(id bson.ObjectID) error {
 			state, err := rt.jobState(ctx, id)
@@ -69,7 +69,7 @@ func (rt *runtime) removeVideos(ctx context.Context, c *counts) error {
 // files', or a job removed by hand).
 func (rt *runtime) removeOrphanMP3s(ctx context.Context, c *counts) error {
 	cutoff := rt.now().Add(-rt.grace)
-	return rt.scan(ctx, rt.mp3s().Collection("fs.files"), "_id",
+	return rt.scan(ctx, rt.mp3s().Collection("fs.files"), "_id", 0,
 		bson.D{{Key: "uploadDate", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
 		func(id bson.ObjectID) error {
 			state, err := rt.jobState(ctx, id)
@@ -124,11 +124,14 @@ func (rt *runtime) expireUploads(ctx context.Context, c *counts) error {
 // removeOrphanChunks deletes chunks without a files document: an upload or a conversion that
 // died while storing (a resumable upload's are expireUploads' business). A file's chunks come before its files document, so only ids older than
 // STUCK_AFTER (beyond upload's UPLOAD_TIMEOUT and convert's whole retry window) are taken,
-// and never those of a job still uploaded or converting.
+// and never those of a job still uploaded or converting. Such chunks are rare (a writer killed
+// mid-file), while a query on chunks reads every stored chunk on FerretDB's SQLite backend: a
+// full pass rests SWEEP_CHUNK_SCAN_PAUSE before the next, so that a sweep every minute does
+// not cost more with every MP3 stored.
 func (rt *runtime) removeOrphanChunks(ctx context.Context, c *counts) error {
 	cutoff := bson.NewObjectIDFromTimestamp(rt.now().Add(-rt.stuckAfter))
 	for _, db := range []*mongo.Database{rt.videos(), rt.mp3s()} {
-		err := rt.scan(ctx, db.Collection("fs.chunks"), "files_id",
+		err := rt.scan(ctx, db.Collection("fs.chunks"), "files_id", rt.chunkPause,
 			bson.D{{Key: "n", Value: 0}, {Key: "files_id", Value: bson.D{{Key: "$lt", Value: cutoff}}}},
 			func(id bson.ObjectID) error {
 				n, err := db.Collection("fs.files").CountDocuments(ctx, bson.D{{Key: "_id", Value: id}}, options.Count().SetLimit(1))
@@ -180,14 +183,19 @@ func removeFile(ctx context.Context, db *mongo.Database, id bson.ObjectID) error
 // scan visits at most SWEEP_BATCH ids of coll matching filter, in id order, from where the
 // last run stopped: live files cannot hold the scan back, and every file is reached within
 // a few runs. At the end of the collection it starts again from the beginning.
-func (rt *runtime) scan(ctx context.Context, coll *mongo.Collection, field string, filter bson.D, visit func(bson.ObjectID) error) error {
+// Once a pass has reached the end, the next starts only when rest has gone by.
+func (rt *runtime) scan(ctx context.Context, coll *mongo.Collection, field string, rest time.Duration, filter bson.D, visit func(bson.ObjectID) error) error {
 	state := rt.videos().Collection("sweep")
 	key := "cursor/" + coll.Database().Name() + "." + coll.Name()
 	var cursor struct {
-		After bson.ObjectID `bson:"after"`
+		After    bson.ObjectID `bson:"after"`
+		PassedAt time.Time     `bson:"passed_at"` // when the last pass reached the end
 	}
 	if err := state.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&cursor); err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return err
+	}
+	if cursor.After.IsZero() && rt.now().Before(cursor.PassedAt.Add(rest)) {
+		return nil
 	}
 	f := append(bson.D{{Key: "$and", Value: bson.A{bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: cursor.After}}}}}}}, filter...)
 	cur, err := coll.Find(ctx, f, options.Find().SetSort(bson.D{{Key: field, Value: 1}}).SetLimit(rt.batch).
@@ -210,11 +218,11 @@ func (rt *runtime) scan(ctx context.Context, coll *mongo.Collection, field strin
 		}
 		next = id
 	}
+	set := bson.D{{Key: "after", Value: next}, {Key: "at", Value: time.Now().UTC()}}
 	if int64(len(docs)) < rt.batch {
-		next = bson.ObjectID{}
+		set = bson.D{{Key: "after", Value: bson.ObjectID{}}, {Key: "at", Value: time.Now().UTC()}, {Key: "passed_at", Value: rt.now().UTC()}}
 	}
-	_, err = state.UpdateOne(ctx, bson.D{{Key: "_id", Value: key}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "after", Value: next}, {Key: "at", Value: time.Now().UTC()}}}},
+	_, err = state.UpdateOne(ctx, bson.D{{Key: "_id", Value: key}}, bson.D{{Key: "$set", Value: set}},
 		options.UpdateOne().SetUpsert(true))
 	return err
 }
