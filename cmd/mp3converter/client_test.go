@@ -152,7 +152,8 @@ type overlapTransport struct {
 }
 
 func (o *overlapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if strings.HasSuffix(req.URL.Path, "/upload") {
+	// An upload begins with a POST: the one-shot /upload or a resumable upload's creation.
+	if req.Method == http.MethodPost && strings.HasPrefix(req.URL.Path, "/upload") {
 		o.mu.Lock()
 		if o.uploads++; o.uploads == 2 {
 			close(o.both)

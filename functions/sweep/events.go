@@ -99,11 +99,14 @@ func newEvent(typ, source, id, subject string, data any) *event.Event {
 }
 
 // send delivers e to the broker and waits for its acknowledgement. A refusal is returned: the
-// job's bookkeeping makes a later run try again.
-func (rt *runtime) send(ctx context.Context, e *event.Event) error {
+// job's bookkeeping makes a later run try again. The re-driven job's work is traced under this
+// sweep run, in a span linked to the trace of its upload (origin, the job's traceparent).
+func (rt *runtime) send(ctx context.Context, e *event.Event, origin string) error {
+	ctx, span := startLinkedSpan(ctx, "sweep.redrive "+e.Type(), origin)
+	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
-	injectEventTrace(ctx, e) // a re-driven job's work is traced under this sweep run
+	injectEventTrace(ctx, e)
 	if res := rt.events.Send(ctx, *e); !cloudevents.IsACK(res) {
 		return res
 	}

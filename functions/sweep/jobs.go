@@ -33,6 +33,7 @@ type job struct {
 	Redrives        int32         `bson:"redrives"`
 	RedrivenAt      time.Time     `bson:"redriven_at"`
 	Renotifies      int32         `bson:"renotifies"`
+	Traceparent     string        `bson:"traceparent"` // of the upload: a re-drive links to its trace
 }
 
 // due matches the jobs whose field (a next-time of the sweep's) is unset or past.
@@ -115,7 +116,7 @@ func (rt *runtime) redrive(ctx context.Context, c *counts, filter bson.D, reason
 		if res.MatchedCount == 0 {
 			continue // moved on meanwhile
 		}
-		if err := rt.send(ctx, uploadedEvent(j)); err != nil {
+		if err := rt.send(ctx, uploadedEvent(j), j.Traceparent); err != nil {
 			return fmt.Errorf("re-drive %s: %w", j.ID.Hex(), err)
 		}
 		c.Redriven++
@@ -144,7 +145,7 @@ func (rt *runtime) failJob(ctx context.Context, c *counts, j job, reason string)
 	}
 	c.Failed++
 	j.State, j.Reason = JobFailed, reason
-	if err := rt.send(ctx, failedEvent(j)); err != nil {
+	if err := rt.send(ctx, failedEvent(j), j.Traceparent); err != nil {
 		return fmt.Errorf("fail %s: %w", j.ID.Hex(), err)
 	}
 	return nil
@@ -189,7 +190,7 @@ func (rt *runtime) renotify(ctx context.Context, c *counts) error {
 		if res.MatchedCount == 0 {
 			continue
 		}
-		if err := rt.send(ctx, e); err != nil {
+		if err := rt.send(ctx, e, j.Traceparent); err != nil {
 			return fmt.Errorf("renotify %s: %w", j.ID.Hex(), err)
 		}
 		c.Renotified++

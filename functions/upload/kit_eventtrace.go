@@ -64,3 +64,23 @@ func extractEventTrace(ctx context.Context, e event.Event) context.Context {
 	}
 	return propagator.Extract(ctx, carrier)
 }
+
+// traceParent is the W3C traceparent of ctx's span, "" without one: what a job keeps so
+// that a later re-drive by the sweep can link to the trace of its upload.
+func traceParent(ctx context.Context) string {
+	carrier := propagation.MapCarrier{}
+	propagator.Inject(ctx, carrier)
+	return carrier.Get("traceparent")
+}
+
+// startLinkedSpan starts a span under ctx's with a link to the trace of traceparent (none
+// when it is empty or not valid): a re-drive belongs to the sweep run that made it, and
+// points at the upload it continues.
+func startLinkedSpan(ctx context.Context, name, traceparent string) (context.Context, trace.Span) {
+	var opts []trace.SpanStartOption
+	origin := trace.SpanContextFromContext(propagator.Extract(context.Background(), propagation.MapCarrier{"traceparent": traceparent}))
+	if origin.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: origin}))
+	}
+	return trace.SpanFromContext(ctx).TracerProvider().Tracer("mp3converter").Start(ctx, name, opts...)
+}

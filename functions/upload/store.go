@@ -67,7 +67,7 @@ func (s *state) finish(ctx context.Context, fid bson.ObjectID, who identity, up 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	jctx, jcancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 	defer jcancel()
-	_, err := s.videos.Collection("jobs").InsertOne(jctx, append(append(bson.D{{Key: "_id", Value: fid}}, ownerFields(who)...),
+	job := append(append(bson.D{{Key: "_id", Value: fid}}, ownerFields(who)...),
 		bson.E{Key: "filename", Value: src.name},
 		bson.E{Key: "content_type", Value: src.contentType},
 		bson.E{Key: "size", Value: src.size},
@@ -77,7 +77,11 @@ func (s *state) finish(ctx context.Context, fid bson.ObjectID, who identity, up 
 		bson.E{Key: "attempts", Value: int32(0)},
 		bson.E{Key: "created_at", Value: now},
 		bson.E{Key: "updated_at", Value: now},
-	))
+	)
+	if tp := traceParent(ctx); tp != "" {
+		job = append(job, bson.E{Key: "traceparent", Value: tp}) // a re-drive by the sweep links to this trace
+	}
+	_, err := s.videos.Collection("jobs").InsertOne(jctx, job)
 	if err != nil {
 		s.cleanup(ctx, fid, true)
 		return &httpError{status: http.StatusServiceUnavailable, msg: msgStorage, cause: err}
