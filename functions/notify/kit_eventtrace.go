@@ -4,10 +4,12 @@ package function
 
 import (
 	"context"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -32,10 +34,15 @@ func (t *telemetry) handleEvent(ctx context.Context, e event.Event, next func(co
 		trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID()), attribute.String("cloudevents.event_type", e.Type()),
 			attribute.String("cloudevents.event_subject", e.Subject())))
 	defer span.End()
+	started := time.Now()
 	reply, err := next(ctx, e)
+	outcome := "ok"
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
+		outcome = "error"
 	}
+	st.metrics.events.Record(ctx, time.Since(started).Seconds(), metric.WithAttributes(
+		attribute.String("event_type", e.Type()), attribute.String("outcome", outcome)))
 	if reply != nil {
 		injectEventTrace(ctx, reply)
 	}

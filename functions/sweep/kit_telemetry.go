@@ -286,6 +286,7 @@ type instruments struct {
 	conversionSpeed metric.Float64Histogram // seconds converting per second of audio
 	emails          metric.Int64Counter     // by kind (done, failed) and outcome (sent, failed)
 	jobsInFlight    metric.Int64UpDownCounter
+	events          metric.Float64Histogram // a CloudEvents function's events handled, by type and outcome, in seconds
 }
 
 type instrumentsKey struct{}
@@ -303,7 +304,7 @@ var noInstruments, _ = newInstruments(metricnoop.NewMeterProvider().Meter(""))
 
 func newInstruments(m metric.Meter) (*instruments, error) {
 	var in instruments
-	var errs [6]error
+	var errs [7]error
 	in.uploads, errs[0] = m.Int64Counter("mp3converter.uploads", metric.WithDescription("Uploads stored and announced."))
 	in.uploadedBytes, errs[1] = m.Int64Counter("mp3converter.uploaded", metric.WithUnit("By"), metric.WithDescription("Bytes of the uploads stored."))
 	in.conversions, errs[2] = m.Int64Counter("mp3converter.conversions", metric.WithDescription("Conversions by outcome (done, failed, retried) and the reason class of a failure."))
@@ -312,6 +313,9 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 		metric.WithExplicitBucketBoundaries(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
 	in.emails, errs[4] = m.Int64Counter("mp3converter.emails", metric.WithDescription("Emails by kind (done, failed) and outcome (sent, failed)."))
 	in.jobsInFlight, errs[5] = m.Int64UpDownCounter("mp3converter.jobs.in_flight", metric.WithDescription("Conversions running now."))
+	// notify's and sweep's requests: func-go hands them events, not HTTP requests.
+	in.events, errs[6] = m.Float64Histogram("mp3converter.events.handled", metric.WithUnit("s"),
+		metric.WithDescription("Events a CloudEvents function handled, by event type and outcome (ok, error: the Broker retries it), and how long each took."))
 	return &in, errors.Join(errs[:]...)
 }
 

@@ -25,7 +25,10 @@ func TestOneTracePerVideoAndItsMetrics(t *testing.T) {
 		t.Fatalf("mail: %q", msg.subject)
 	}
 	after := waitMetrics(t, e, func(m stacktest.Metrics) bool {
-		return m.Sum("mp3converter_emails_total", "outcome", "sent") > before.Sum("mp3converter_emails_total", "outcome", "sent")
+		// notify counts its event once its handler has returned, just after the email.
+		handled := []string{"service_name", "notify", "event_type", "dev.mp3converter.mp3.converted"}
+		return m.Sum("mp3converter_emails_total", "outcome", "sent") > before.Sum("mp3converter_emails_total", "outcome", "sent") &&
+			m.Sum("mp3converter_events_handled_seconds_count", handled...) > before.Sum("mp3converter_events_handled_seconds_count", handled...)
 	})
 	for _, c := range []struct {
 		name   string
@@ -35,6 +38,7 @@ func TestOneTracePerVideoAndItsMetrics(t *testing.T) {
 		{"mp3converter_conversions_total", []string{"outcome", "done", "service_name", "convert"}},
 		{"mp3converter_emails_total", []string{"kind", "ready", "outcome", "sent", "service_name", "notify"}},
 		{"mp3converter_conversion_seconds_per_audio_second_count", nil},
+		{"mp3converter_events_handled_seconds_count", []string{"service_name", "notify", "event_type", "dev.mp3converter.mp3.converted", "outcome", "ok"}},
 	} {
 		if got, was := after.Sum(c.name, c.labels...), before.Sum(c.name, c.labels...); got != was+1 {
 			t.Errorf("%s%v: %v after one video, %v before", c.name, c.labels, got, was)
