@@ -73,6 +73,10 @@ func runUser(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Printf("deleted %s\n", email)
+		if os.Getenv("MYSQL_DSN") != "" {
+			// Straight in MySQL there is no Broker to tell: the sweep never hears of it.
+			fmt.Fprintf(os.Stderr, "note: deleted in MySQL directly, so no user.deleted event was published: %s's files and jobs stay (unreachable to anyone but admins). Delete users through the server (without MYSQL_DSN) to remove their data too.\n", email)
+		}
 	case "passwd":
 		if err := needEmail(); err != nil {
 			return err
