@@ -241,16 +241,7 @@ func (w *GridFSWriter) Abort(ctx context.Context) error {
 	w.release()
 	w.span.SetStatus(codes.Error, "aborted")
 	defer w.span.End()
-	stored := int64(w.n) // chunks 0..n-1, and n too when a shorter version of it is stored
-	if w.partial != nil {
-		stored++
-	}
-	deleted, err := deleteGridFSChunkRange(ctx, w.chunks, w.id, 0, int32(stored))
-	if err != nil || deleted == stored {
-		return err
-	}
-	// Chunks with other ids (written before the kit named them).
-	_, err = w.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: w.id}})
+	_, err := w.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: w.id}}) // one pass: see gridfschunks.go
 	return err
 }
 

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
@@ -131,14 +130,8 @@ func (d *delivery) interrupted(ctx context.Context, message string, err error) r
 	return d.retry(ctx, message, err)
 }
 
-// deleteStrayChunks deletes the MP3 chunks an earlier attempt stored: by their ids (cheap),
-// and when there were none by files_id too (a scan of every chunk on FerretDB), for chunks
-// stored before convert wrote MP3s with the kit's writer.
+// deleteStrayChunks deletes the MP3 chunks an earlier attempt stored (one pass by files_id).
 func (d *delivery) deleteStrayChunks(ctx context.Context) error {
-	n, err := DeleteGridFSChunks(ctx, d.mp3sDB(), "fs", d.job.ID)
-	if err != nil || n > 0 {
-		return err
-	}
-	_, err = d.mp3sDB().Collection("fs.chunks").DeleteMany(ctx, bson.D{{Key: "files_id", Value: d.job.ID}})
+	_, err := DeleteGridFSChunks(ctx, d.mp3sDB(), "fs", d.job.ID)
 	return err
 }

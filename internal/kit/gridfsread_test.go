@@ -150,14 +150,14 @@ func TestDeleteGridFSFile(t *testing.T) {
 		t.Error("another file was touched")
 	}
 
-	// A writer that died after gridfsDeleteBatch+1 chunks.
+	// A writer that died after 65 chunks.
 	partial := bson.NewObjectID()
 	w, err := NewGridFSWriter(ctx, db, "fs", partial)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chunk := randomBytes(gridfsChunkSize)
-	for range gridfsDeleteBatch + 1 {
+	for range 65 {
 		if _, err := w.Write(chunk); err != nil {
 			t.Fatal(err)
 		}
@@ -165,8 +165,8 @@ func TestDeleteGridFSFile(t *testing.T) {
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if n := countChunks(t, db, partial); n != gridfsDeleteBatch+1 {
-		t.Fatalf("%d chunks stored, want %d", n, gridfsDeleteBatch+1)
+	if n := countChunks(t, db, partial); n != 65 {
+		t.Fatalf("%d chunks stored, want %d", n, 65)
 	}
 	if err := DeleteGridFSFile(ctx, db, "fs", partial); !errors.Is(err, mongo.ErrFileNotFound) {
 		t.Errorf("delete without a files document: %v, want ErrFileNotFound", err)
