@@ -44,7 +44,14 @@ func SaveToken(t SavedToken) error {
 		return err
 	}
 	all[t.Server] = t
-	data, err := json.MarshalIndent(all, "", "  ")
+	return writePrivateJSON(path, all)
+}
+
+// writePrivateJSON writes v as indented JSON to path, readable by the user only (0600, in a
+// 0700 folder), through a temporary file renamed into place so that a crash never leaves
+// half a file.
+func writePrivateJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

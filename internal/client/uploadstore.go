@@ -67,18 +67,7 @@ func updateUploads(change func(map[string]SavedUpload)) error {
 	if err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(all, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writePrivateJSON(path, all)
 }
 
 func loadUploads() (map[string]SavedUpload, error) {
