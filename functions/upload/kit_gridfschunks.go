@@ -40,13 +40,17 @@ func gridfsChunkID(id any, n int32) any {
 // Delete does, after deleting whatever chunks it had.
 func DeleteGridFSFile(ctx context.Context, db *mongo.Database, bucket string, id any) error {
 	err := db.Collection(bucket+".files").FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Err()
-	if _, cerr := DeleteGridFSChunks(ctx, db, bucket, id); cerr != nil {
-		return cerr
+	missing := errors.Is(err, mongo.ErrNoDocuments)
+	if err != nil && !missing {
+		return err // the files document may still be there: its chunks stay with it
 	}
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	if _, err := DeleteGridFSChunks(ctx, db, bucket, id); err != nil {
+		return err
+	}
+	if missing {
 		return mongo.ErrFileNotFound
 	}
-	return err
+	return nil
 }
 
 // DeleteGridFSChunks deletes the chunks of file id (a writer that died before Close leaves
