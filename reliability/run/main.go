@@ -100,7 +100,7 @@ type testStatus struct {
 // runTests runs the suite with `go test -json`, prints one line per finished
 // top-level test, and returns the status of every test.
 func runTests(resultsPath, logPath, pattern string) (map[string]testStatus, error) {
-	args := []string{"test", "-tags", "reliability", "-count=1", "-timeout", "14m", "-json"}
+	args := []string{"test", "-tags", "reliability", "-count=1", "-timeout", "30m", "-json"}
 	if pattern != "" {
 		args = append(args, "-run", pattern)
 	}
