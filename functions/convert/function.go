@@ -36,7 +36,7 @@ var Settings = withTelemetry([]Setting{
 	{Name: "MAX_DURATION", Kind: KindDuration, Default: "4h", Min: "1s", Meaning: "longest input accepted"},
 	{Name: "MP3_QUALITY", Kind: KindInt, Default: "2", Min: "0", Max: "9", Meaning: "ffmpeg's LAME -q:a, 0 (best) to 9; MP3 audio is copied, not re-encoded"},
 	{Name: "KEEP_VIDEOS", Kind: KindBool, Default: "false", Meaning: "keep the uploaded video after a successful conversion"},
-	{Name: "TMPDIR", Kind: KindText, Meaning: "where the video and the MP3 are staged; unset: the system's temporary directory"},
+	{Name: "TMPDIR", Kind: KindText, Meaning: "where the MP3 is staged; unset: the system's temporary directory"},
 	{Name: "FFMPEG_PATH", Kind: KindText, Meaning: "ffmpeg to run; unset: found in PATH"},
 	{Name: "FFPROBE_PATH", Kind: KindText, Meaning: "ffprobe to run; unset: found in PATH"},
 })

@@ -962,6 +962,49 @@ func TestMongoDownMidConversion(t *testing.T) {
 	}
 }
 
+// ffmpeg reads the video over HTTP from GridFS while it converts: when a read fails under
+// it (here a chunk goes missing after the probe), the delivery is retried, not failed as a
+// damaged file, and nothing is stored from the part ffmpeg got.
+func TestVideoReadFailsWhileFFmpegReads(t *testing.T) {
+	e := newEnv(t)
+	chunks := e.videos().Collection("fs.chunks")
+	var taken bson.M
+	_, srv := e.start(nil, func(f *Function) {
+		f.onFFmpeg = func([]string) {
+			if taken != nil {
+				return
+			}
+			// After the probe, before ffmpeg reads a byte. The last chunk: ffmpeg reads
+			// the start of the file before it notices.
+			opts := options.FindOneAndDelete().SetSort(bson.D{{Key: "n", Value: -1}})
+			if err := chunks.FindOneAndDelete(context.Background(), bson.D{}, opts).Decode(&taken); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	up := e.seed(media["mp4"], "clip.mp4", "video/mp4")
+	fid := up["video_fid"].(string)
+
+	a := e.deliver(srv.URL, up)
+	if a.status < 500 || a.reply != nil || !strings.Contains(string(a.body), "cannot read the video, try again") {
+		t.Fatalf("answer %d %s; want a 5xx: cannot read the video, try again", a.status, a.body)
+	}
+	if n := e.count(e.mp3s(), "fs.files", nil); n != 0 {
+		t.Errorf("%d MP3s stored from a video read in part", n)
+	}
+	if j := e.job(fid); j["state"] != "converting" {
+		t.Errorf("job %v, want converting (to be retried), not failed", j)
+	}
+	// The chunk is back: the broker's retry converts it.
+	if _, err := chunks.InsertOne(context.Background(), taken); err != nil {
+		t.Fatal(err)
+	}
+	e.expireLease(fid, 1)
+	checkReply(t, e.deliver(srv.URL, up), typeConverted, fid)
+	e.storedMP3(fid)
+	e.assertTempEmpty()
+}
+
 func TestMongoUnreachable(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -1274,6 +1317,11 @@ func TestHostileMedia(t *testing.T) {
 	// A text file with one binary byte: upload's old sniffing let it through.
 	hls := write("list.m3u8", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n"+media["mp3"]+"\n#EXT-X-ENDLIST\n\x01"))
 	concat := write("list.txt", []byte("ffconcat version 1.0\nfile input\nfile input\n"))
+	// The tools read the video over HTTP: a playlist naming another URL must not reach it.
+	var reached atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer elsewhere.Close()
+	hlsURL := write("url.m3u8", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n"+elsewhere.URL+"/a.ts\n#EXT-X-ENDLIST\n\x01"))
 
 	// Matroska whose segment claims 1 s (Duration, a float in ms) over 20 s of audio.
 	long := filepath.Join(dir, "long.mkv")
@@ -1298,6 +1346,7 @@ func TestHostileMedia(t *testing.T) {
 	for _, c := range []struct{ name, file, reason string }{
 		{"hls playlist of a local file", hls, "this file is not a video or audio file we can read"},
 		{"self-referencing concat list", concat, "this file is not a video or audio file we can read"},
+		{"hls playlist of another URL", hlsURL, "this file is not a video or audio file we can read"},
 		{"container claims 1s, holds 20s", liar, "the video is longer than 5s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -1312,13 +1361,16 @@ func TestHostileMedia(t *testing.T) {
 			}
 		})
 	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("a playlist made the tools request another URL %d times", n)
+	}
 	mu.Lock()
 	if len(ffmpegArgs) != 1 {
 		t.Fatalf("ffmpeg ran %d times, want once (for the doctored Matroska)", len(ffmpegArgs))
 	}
 	joined := strings.Join(ffmpegArgs[0], " ")
 	mu.Unlock()
-	for _, want := range []string{"-protocol_whitelist file", "-format_whitelist ", "-f matroska", "-t 6.000", "-fs ", "-map_metadata -1"} {
+	for _, want := range []string{"-protocol_whitelist http,tcp", "-format_whitelist ", "-f matroska", "-t 6.000", "-fs ", "-map_metadata -1"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("ffmpeg args %q lack %q", joined, want)
 		}

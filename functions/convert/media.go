@@ -35,9 +35,15 @@ var allowedFormats = strings.Join([]string{
 	"png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif",
 }, ",")
 
-// inputOptions restrict a tool to the one local file and the allowed demuxers.
-func inputOptions() []string {
-	return []string{"-protocol_whitelist", "file", "-format_whitelist", allowedFormats}
+// inputOptions restrict a tool to its one input and the allowed demuxers: the video comes
+// over loopback HTTP (videoServer), so a tool reading it may use http and tcp and not the
+// local disk; one reading a local file (the MP3 it wrote) may use that file and no network.
+func inputOptions(input string) []string {
+	protocols := "file"
+	if strings.HasPrefix(input, "http://") {
+		protocols = "http,tcp"
+	}
+	return []string{"-protocol_whitelist", protocols, "-format_whitelist", allowedFormats}
 }
 
 // toolLimits bound what one ffprobe or ffmpeg process may take (startLimited).
@@ -69,13 +75,13 @@ func (e *ffmpegError) Error() string {
 	return fmt.Sprintf("ffmpeg exited with status %d: %s", e.code, lastLine(e.stderr))
 }
 
-// probe runs ffprobe on a file. Other errors than *probeError are transient
+// probe runs ffprobe on a file or the videoServer's URL. Other errors than *probeError are transient
 // (ffprobe missing, killed by the deadline).
 func (s *state) probe(ctx context.Context, name string) (_ mediaInfo, err error) {
 	ctx, span := startSpan(ctx, "ffprobe")
 	defer func() { endSpan(span, err) }()
 	var stdout, stderr bytes.Buffer
-	args := append(inputOptions(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
+	args := append(inputOptions(name), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name)
 	cmd := exec.CommandContext(ctx, s.ffprobe, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &tail{max: 8 << 10, buf: &stderr}
@@ -139,7 +145,7 @@ func isPictureFormat(name string) bool {
 func (s *state) runFFmpeg(ctx context.Context, in mediaInput, out string, copyAudio bool, progress io.Writer) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, s.timeout, errConvertTimeout)
 	defer cancel()
-	args := append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y"}, inputOptions()...)
+	args := append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y"}, inputOptions(in.name)...)
 	args = append(args, "-f", in.format, "-i", in.name, "-map", "0:a:0", "-vn", "-sn", "-dn",
 		"-map_metadata", "-1", "-map_chapters", "-1")
 	if copyAudio {
@@ -174,7 +180,7 @@ func (s *state) runFFmpeg(ctx context.Context, in mediaInput, out string, copyAu
 	return fmt.Errorf("ffmpeg: %w", err)
 }
 
-// mediaInput is a staged input file and the demuxer its probe chose.
+// mediaInput is the video (its videoServer URL) and the demuxer its probe chose.
 type mediaInput struct{ name, format string }
 
 // errConvertTimeout is the cause of a conversion's end at CONVERT_TIMEOUT.

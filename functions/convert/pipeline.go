@@ -41,16 +41,20 @@ func (d *delivery) convert(ctx context.Context) result {
 		return d.retry(ctx, "no room to convert, try again", err)
 	}
 	defer os.RemoveAll(dir)
-	// MP4s with their index at the end cannot be read from a pipe: ffmpeg gets a file.
-	in := filepath.Join(dir, "input")
-	if err := d.download(ctx, oid, in); err != nil {
-		if errors.Is(err, mongo.ErrFileNotFound) {
-			return d.fail(ctx, "the uploaded file is missing", err.Error())
-		}
+	// ffprobe and ffmpeg read the video over loopback HTTP while it is read from GridFS.
+	video, err := d.serveVideo(ctx, oid)
+	if errors.Is(err, mongo.ErrFileNotFound) {
+		return d.fail(ctx, "the uploaded file is missing", err.Error())
+	}
+	if err != nil {
 		return d.interrupted(ctx, "cannot read the video, try again", err)
 	}
+	defer video.close()
 
-	info, err := d.probe(ctx, in)
+	info, err := d.probe(ctx, video.url)
+	if readErr := video.err(); readErr != nil {
+		return d.interrupted(ctx, "cannot read the video, try again", readErr)
+	}
 	if err != nil {
 		var pe *probeError
 		if errors.As(err, &pe) {
@@ -76,8 +80,12 @@ func (d *delivery) convert(ctx context.Context) result {
 	out := filepath.Join(dir, "audio.mp3")
 	copyAudio := info.audioCodec == "mp3"
 	prog := d.trackProgress(ctx, info.duration, d.progressEvery)
-	err = d.tracedFFmpeg(ctx, info.duration, mediaInput{name: in, format: info.format}, out, copyAudio, prog)
+	err = d.tracedFFmpeg(ctx, info.duration, mediaInput{name: video.url, format: info.format}, out, copyAudio, prog)
 	prog.stop()
+	video.close()
+	if readErr := video.err(); readErr != nil {
+		return d.interrupted(ctx, "cannot read the video, try again", readErr)
+	}
 	if err != nil {
 		var fe *ffmpegError
 		if errors.As(err, &fe) {

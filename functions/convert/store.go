@@ -33,29 +33,6 @@ func (s *state) findMP3(ctx context.Context, oid bson.ObjectID) (storedMP3, erro
 	return mp3, err
 }
 
-// download copies the video from GridFS to a file (mongo.ErrFileNotFound when there is none).
-// Through the driver's stream: one files_id query, read in batches, costs less than one
-// query per chunk for a whole video, and the videos bucket stays small (a video is deleted
-// once converted), unlike the MP3s that download reads chunk by chunk.
-func (s *state) download(ctx context.Context, oid bson.ObjectID, name string) (err error) {
-	ctx, span := startSpan(ctx, "gridfs.read", attribute.String("gridfs.bucket", s.prefix+"videos/fs"))
-	defer func() { endSpan(span, err) }()
-	src, err := s.videosDB().GridFSBucket().OpenDownloadStream(ctx, oid)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if _, err := dst.ReadFrom(src); err != nil {
-		dst.Close()
-		return fmt.Errorf("download the video: %w", err)
-	}
-	return dst.Close()
-}
-
 // errStoredByOther: another delivery is storing the same MP3 (a duplicate key on its chunks).
 var errStoredByOther = errors.New("another delivery is storing this MP3")
 

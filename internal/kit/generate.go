@@ -11,7 +11,7 @@ import (
 
 // Copies says which kit files each function gets. A new function is a new line here.
 var Copies = map[string][]string{
-	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go", "gridfschunks.go", "gridfswrite.go", "telemetry.go", "eventtrace.go"},
+	"convert":  {"settings.go", "httperr.go", "lifecycle.go", "jobstate.go", "gridfschunks.go", "gridfsread.go", "gridfswrite.go", "telemetry.go", "eventtrace.go"},
 	"download": {"settings.go", "httperr.go", "lifecycle.go", "validateclient.go", "jobstate.go", "signedlink.go", "gridfschunks.go", "gridfsread.go", "telemetry.go"},
 	"login":    {"settings.go", "httperr.go", "lifecycle.go", "jwt.go", "telemetry.go"},
 	"notify":   {"settings.go", "lifecycle.go", "jobstate.go", "signedlink.go", "telemetry.go", "eventtrace.go"},

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 	sqle "github.com/dolthub/go-mysql-server"
@@ -61,9 +62,10 @@ func (m *MySQL) Close() error { return m.server.Close() }
 
 // MongoDB is a running FerretDB.
 type MongoDB struct {
-	URI  string
-	stop context.CancelFunc
-	done chan struct{}
+	URI     string
+	stop    context.CancelFunc
+	done    chan struct{} // closed when FerretDB has stopped
+	indexed chan struct{} // closed when the _id indexer has stopped
 }
 
 // StartMongoDB serves FerretDB on addr with its SQLite files in dir, which
@@ -88,18 +90,39 @@ func StartMongoDB(addr, dir string) (*MongoDB, error) {
 		return nil, fmt.Errorf("embedded mongodb: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &MongoDB{stop: cancel, done: make(chan struct{})}
+	m := &MongoDB{stop: cancel, done: make(chan struct{}), indexed: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		f.Run(ctx)
 	}()
 	m.URI = f.MongoDBURI() // waits until the listener is up
+	// Lookups by _id hit an index of their own (idindex.go): on the tables already there
+	// before anything runs, then on new ones as the functions create them.
+	if _, err := indexIDs(ctx, dir); err != nil {
+		slog.Warn("embedded mongodb: cannot index _id lookups; reads get slower as data grows", "err", err)
+	}
+	go func() {
+		defer close(m.indexed)
+		t := time.NewTicker(idIndexEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := indexIDs(ctx, dir); err != nil && ctx.Err() == nil {
+					slog.Warn("embedded mongodb: cannot index _id lookups", "err", err)
+				}
+			}
+		}
+	}()
 	return m, nil
 }
 
 // Close stops FerretDB and waits for it to close its files.
 func (m *MongoDB) Close() error {
 	m.stop()
+	<-m.indexed
 	<-m.done
 	return nil
 }
