@@ -180,9 +180,14 @@ func (e *env) seed(file, filename, contentType string) map[string]any {
 	id := bson.NewObjectID()
 	const username = "ada@example.com"
 	meta := bson.D{{Key: "username", Value: username}, {Key: "filename", Value: filename}, {Key: "content_type", Value: contentType}}
-	err = e.videos().GridFSBucket().UploadFromStreamWithID(ctx, id, filename, src,
-		options.GridFSUpload().SetChunkSizeBytes(128*1024).SetMetadata(meta))
+	w, err := NewGridFSWriter(ctx, e.videos(), "fs", id) // the kit's writer, as upload's
 	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := w.ReadFrom(src); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := w.Close(filename, meta); err != nil {
 		e.t.Fatal(err)
 	}
 	st, _ := src.Stat()
