@@ -45,7 +45,7 @@ bench: ffmpeg
 	BENCH_START=$$(date +%s.%N) $(GO) run ./bench
 
 ## reliability: crash, broker restart, outages, load, bad input, access control,
-## brute force and fuzzing, with nothing lost (6 to 8 minutes on 2 cores). Prints a
+## brute force and fuzzing, with nothing lost (about 9 minutes on 2 cores). Prints a
 ## summary table and writes it into docs/reliability.md. The crash and broker cases
 ## need RabbitMQ (RABBITMQ_URL, default: the local one).
 reliability: ffmpeg

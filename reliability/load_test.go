@@ -141,13 +141,15 @@ var loadPeak int
 // without bound once (past 4 GiB): the MongoDB driver's GridFS upload stream held
 // 16 MiB per upload and nothing bounded the uploads in flight. Now upload writes
 // its chunks from one pooled 128 KiB buffer, and the host queues requests beyond
-// upload's containerConcurrency as Knative's queue-proxy does (264 MiB measured for
-// the whole stack, every function and FerretDB in one process).
+// upload's containerConcurrency as Knative's queue-proxy does: 264 to 400 MiB
+// measured for the whole stack, every function and FerretDB in one process (its
+// SQLite keeps a page cache of up to 2 MiB per connection, and it opens up to 100).
+// The bound leaves room for that, and still catches the old growth.
 func TestUploadMemoryIsBoundedUnderLoad(t *testing.T) {
 	if loadPeak == 0 {
 		t.Skip("needs TestLoad's figure")
 	}
-	if limit := 512 * 1024; loadPeak > limit {
+	if limit := 1024 * 1024; loadPeak > limit {
 		t.Fatalf("peak RSS %d MiB under 50 concurrent uploads of 20 MB, want under %d MiB", loadPeak/1024, limit/1024)
 	}
 }
