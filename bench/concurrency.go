@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	convert "mp3converter/functions/convert"
+	"mp3converter/internal/stacktest"
 )
 
 // concurrency uploads a burst of short videos at once through the local stack
@@ -49,7 +50,14 @@ func (b *bench) concurrency(ctx context.Context) (*section, error) {
 		b.progress("concurrency single run %d: %s", i+1, fmtDur(done.Sub(t0)))
 	}
 
+	// A burst is n people uploading one video each: one user's uploads and conversions
+	// at once are bounded (upload's per-user slots, CONVERT_PER_USER) so that nobody
+	// takes every converter.
 	n := b.opts.burst
+	tokens, err := burstUsers(ctx, s, n)
+	if err != nil {
+		return nil, err
+	}
 	var drain samples
 	for i := range b.opts.runs {
 		// Every burst starts from empty databases (the previous one is all done and mailed).
@@ -66,7 +74,7 @@ func (b *bench) concurrency(ctx context.Context) (*section, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				fids[k], _, errs[k] = uploadFile(ctx, s.URL, s.AdminToken, clip.path)
+				fids[k], _, errs[k] = uploadFile(ctx, s.URL, tokens[k], clip.path)
 			}()
 		}
 		wg.Wait()
@@ -109,7 +117,7 @@ func (b *bench) concurrency(ctx context.Context) (*section, error) {
 	sec.add(fmt.Sprintf("GridFS read of one clip with %d other clips stored", n), reads[1].String(), "the same read with none stored "+reads[0].String(), ratio(reads[1].median(), reads[0].median()))
 	sec.add(fmt.Sprintf("GridFS delete of one clip with %d other clips stored", n), deletes[1].String(), "the same delete with none stored "+deletes[0].String(), ratio(deletes[1].median(), deletes[0].median()))
 	sec.note("Clip: %s. The local stack in this process (fresh data dir) with the knative/ Triggers: the convert Trigger's parallelism annotation (2) bounds conversions in flight, as on the cluster.", clip.describe)
-	sec.note("Single: one video at a time, from the start of its raw `POST /upload` through the front door (web) until `GET /jobs/{fid}` says done (polled every %s); the harness waits for its email before the next. Burst: %d goroutines start their uploads at the same moment; the clock stops when the last job is seen done (jobs polled in upload order). %d runs of each, medians; the harness waits for all emails between bursts and drops the videos and mp3s databases before each burst, so every burst starts empty. Ratio = burst median ÷ (%d × single median ÷ runtime.NumCPU()); ×1 would be perfect scaling over the cores. Convert's handling: the stack's convert instance wrapped with a stopwatch around Handle.", pollInterval, n, b.opts.runs, n)
+	sec.note("Single: one video at a time, from the start of its raw `POST /upload` through the front door (web) until `GET /jobs/{fid}` says done (polled every %s); the harness waits for its email before the next. Burst: %d users (made for it) start one upload each at the same moment; the clock stops when the last job is seen done (jobs polled in upload order). %d runs of each, medians; the harness waits for all emails between bursts and drops the videos and mp3s databases before each burst, so every burst starts empty. Ratio = burst median ÷ (%d × single median ÷ runtime.NumCPU()); ×1 would be perfect scaling over the cores. Convert's handling: the stack's convert instance wrapped with a stopwatch around Handle.", pollInterval, n, b.opts.runs, n)
 	sec.note("Reads and deletes with others stored: in a scratch database of the same FerretDB, the clip written once, then read (into io.Discard) and deleted %d times with nothing else stored, then again with %d more copies stored (mongo-driver v2, 128 KiB chunks); medians. FerretDB's SQLite backend answers GridFS chunk queries by files_id by scanning the whole chunk collection, so every waiting video slows every conversion's read and delete.", b.opts.runs, n)
 	return sec, nil
 }
@@ -156,4 +164,21 @@ func (b *bench) scanCost(ctx context.Context, s *localStack, clip *video, n int)
 		}
 	}
 	return reads, deletes, nil
+}
+
+// burstUsers makes n users (through the admin API, as an admin would) and logs each in.
+func burstUsers(ctx context.Context, s *localStack, n int) ([]string, error) {
+	tokens := make([]string, n)
+	for k := range tokens {
+		email := fmt.Sprintf("burst-%d-%s@example.com", k, stacktest.RandomHex(3))
+		if _, err := api(s.URL, s.AdminToken).AddUser(ctx, email, stacktest.UserPassword, false); err != nil {
+			return nil, fmt.Errorf("burst user %d: %w", k, err)
+		}
+		tok, err := api(s.URL, "").Login(ctx, email, stacktest.UserPassword)
+		if err != nil {
+			return nil, fmt.Errorf("burst user %d: %w", k, err)
+		}
+		tokens[k] = tok.AccessToken
+	}
+	return tokens, nil
 }
