@@ -40,7 +40,7 @@ knative-check:
 
 ## bench: measure the system against baselines run side by side on this
 ## machine (bare ffmpeg, plain GridFS, bcrypt, ...); writes bench/results.md.
-## Under 10 minutes on 2 cores; flags: go run ./bench -h
+## About 15 minutes on 2 cores; flags: go run ./bench -h
 bench: ffmpeg
 	BENCH_START=$$(date +%s.%N) $(GO) run ./bench
 
