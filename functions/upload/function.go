@@ -30,7 +30,8 @@ var Settings = withTelemetry([]Setting{
 	{Name: "PUBLIC_URL", Kind: KindURL, Meaning: "base of status_url; unset gives a relative /jobs/<fid>"},
 	{Name: "MAX_UPLOAD_BYTES", Kind: KindInt, Default: "2147483648", Min: "1", Meaning: "largest upload accepted (2 GiB)"},
 	{Name: "UPLOAD_TIMEOUT", Kind: KindDuration, Default: "1h", Min: "1s", Meaning: "time an identified caller gets to send the body"},
-	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest), one user at most half of them; more get 503 with Retry-After"},
+	{Name: "UPLOAD_CONCURRENCY", Kind: KindInt, Default: "5", Min: "1", Meaning: "uploads stored at once (the last guard behind containerConcurrency 5, which queues the rest), one user at most half of them; more wait up to UPLOAD_SLOT_WAIT, then get 503 with Retry-After"},
+	{Name: "UPLOAD_SLOT_WAIT", Kind: KindDuration, Default: "20s", Min: "0s", Max: "25s", Meaning: "how long an upload beyond UPLOAD_CONCURRENCY or its user's share waits for a slot before 503 with Retry-After (it waits inside func-go's 30 s request timeouts)"},
 	{Name: "UPLOAD_IDLE_TIMEOUT", Kind: KindDuration, Default: "30s", Min: "1s", Meaning: "an upload that sends no byte for this long is ended with 408"},
 	{Name: "UPLOAD_EXPIRY", Kind: KindDuration, Default: "24h", Min: "1m", Meaning: "a resumable upload that receives no PATCH for this long expires; the sweep removes its chunks"},
 })
@@ -94,7 +95,7 @@ func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("upload larger than %d bytes", s.maxBytes))
 		return
 	}
-	release, ok := s.slots.take(who.UserID)
+	release, ok := s.slots.take(r.Context(), who.UserID)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		refuse(w, http.StatusServiceUnavailable, "too many uploads at once, try again in a few seconds")
@@ -174,9 +175,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		auth:      newAuthClient(set.text("VALIDATE_URL"), set.duration("VALIDATE_CACHE_TTL")),
 		events:    events,
 		publicURL: set.text("PUBLIC_URL"),
-		// The driver's upload stream buffers 16 MiB and more per upload: bound
-		// how many are stored at once so memory is bounded too.
-		slots:    newSlots(int(set.int("UPLOAD_CONCURRENCY"))),
+		// Each upload stored holds a chunk buffer and a database write: bound how
+		// many are stored at once, and one user's share of them.
+		slots:    newSlots(int(set.int("UPLOAD_CONCURRENCY")), set.duration("UPLOAD_SLOT_WAIT")),
 		maxBytes: set.int("MAX_UPLOAD_BYTES"),
 		timeout:  set.duration("UPLOAD_TIMEOUT"),
 		idle:     set.duration("UPLOAD_IDLE_TIMEOUT"),

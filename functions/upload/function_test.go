@@ -861,10 +861,11 @@ func FuzzUploadBody(f *testing.F) {
 	})
 }
 
-// Uploads beyond UPLOAD_CONCURRENCY are refused at once with 503 and
-// Retry-After, before their body is read, and accepted again once a slot frees.
+// Uploads beyond UPLOAD_CONCURRENCY that wait longer than UPLOAD_SLOT_WAIT (here not at
+// all) are refused with 503 and Retry-After, before their body is read, and accepted again
+// once a slot frees.
 func TestUploadsBeyondTheConcurrencyLimitAreRefused(t *testing.T) {
-	e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "1"})
+	e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "1", "UPLOAD_SLOT_WAIT": "0s"})
 	data := mediaBytes(t, 300*1024, 3)
 	pr, pw := io.Pipe()
 	first := make(chan *http.Response, 1)
@@ -993,47 +994,75 @@ func TestIdleUploadIsEnded(t *testing.T) {
 }
 
 // One user holds at most half of the upload slots: with UPLOAD_CONCURRENCY 4, alice's third
-// upload while two are in flight gets 503 with Retry-After before its body is read; bob's
-// goes through.
+// upload while two are in flight waits its turn (UPLOAD_SLOT_WAIT) before its body is read,
+// bob's goes through meanwhile, and alice's third is stored once one of hers is done. When
+// the wait runs out, the answer is 503 with Retry-After.
 func TestOneUserHoldsHalfTheSlots(t *testing.T) {
-	e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "4"})
-	var writers []*io.PipeWriter
-	answers := make(chan *http.Response, 2)
-	for i := range 2 {
-		pr, pw := io.Pipe()
-		writers = append(writers, pw)
-		go func() {
-			resp, err := http.DefaultClient.Do(e.request(t, fmt.Sprintf("?filename=%d.mp4", i), "video/mp4", pr))
-			if err != nil {
-				t.Error(err)
+	for _, c := range []struct {
+		wait      string
+		thirdWins bool
+	}{{"25s", true}, {"0s", false}} {
+		t.Run("UPLOAD_SLOT_WAIT="+c.wait, func(t *testing.T) {
+			e := newEnv(t, map[string]string{"UPLOAD_CONCURRENCY": "4", "UPLOAD_SLOT_WAIT": c.wait})
+			var writers []*io.PipeWriter
+			answers := make(chan *http.Response, 2)
+			for i := range 2 {
+				pr, pw := io.Pipe()
+				writers = append(writers, pw)
+				go func() {
+					resp, err := http.DefaultClient.Do(e.request(t, fmt.Sprintf("?filename=%d.mp4", i), "video/mp4", pr))
+					if err != nil {
+						t.Error(err)
+					}
+					answers <- resp
+				}()
+				if _, err := pw.Write(mediaBytes(t, 1024, byte(i))); err != nil {
+					t.Fatal(err)
+				}
 			}
-			answers <- resp
-		}()
-		if _, err := pw.Write(mediaBytes(t, 1024, byte(i))); err != nil { // read once the slot is held
-			t.Fatal(err)
-		}
-	}
-	for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots.free) < 2; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the two uploads never took their slots")
-		}
-	}
+			for deadline := time.Now().Add(time.Minute); len(e.fn.lc.load().slots.free) < 2; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("alice's two uploads never took their slots")
+				}
+			}
+			third := make(chan *http.Response, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(e.request(t, "?filename=third.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 7))))
+				if err != nil {
+					t.Error(err)
+				}
+				third <- resp
+			}()
 
-	resp, out := do(t, e.request(t, "?filename=third.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 7))))
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("alice's third upload = %d %v, want 503 with Retry-After", resp.StatusCode, out)
-	}
-	req := e.request(t, "?filename=bob.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 8)))
-	req.Header.Set("Authorization", "Bearer "+bobToken)
-	resp, out = do(t, req)
-	accepted(t, resp, out)
+			req := e.request(t, "?filename=bob.mp4", "video/mp4", bytes.NewReader(mediaBytes(t, 4096, 8)))
+			req.Header.Set("Authorization", "Bearer "+bobToken)
+			resp, out := do(t, req)
+			accepted(t, resp, out)
 
-	for _, pw := range writers {
-		pw.Close()
-	}
-	for range writers {
-		if r := <-answers; r == nil || r.StatusCode != http.StatusAccepted {
-			t.Errorf("alice's upload = %v, want 202", r)
-		}
+			if !c.thirdWins {
+				r := <-third
+				if r == nil || r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+					t.Errorf("alice's third upload, no wait = %v, want 503 with Retry-After", r)
+				}
+			} else {
+				select {
+				case r := <-third:
+					t.Fatalf("alice's third upload answered %v while her two held her share", r)
+				default:
+				}
+			}
+			writers[0].Close() // one of alice's two is done: her third takes its slot
+			if c.thirdWins {
+				if r := <-third; r == nil || r.StatusCode != http.StatusAccepted {
+					t.Errorf("alice's third upload = %v, want 202 once a slot of hers came free", r)
+				}
+			}
+			writers[1].Close()
+			for range writers {
+				if r := <-answers; r == nil || r.StatusCode != http.StatusAccepted {
+					t.Errorf("alice's upload = %v, want 202", r)
+				}
+			}
+		})
 	}
 }

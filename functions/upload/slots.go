@@ -1,6 +1,7 @@
 package function
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -9,32 +10,56 @@ import (
 	"time"
 )
 
-// slots bounds the uploads stored at once (UPLOAD_CONCURRENCY: the driver buffers 16 MiB
-// and more per upload) and one user's share of them (half, at least one), so that one
-// user's uploads, idle or not, cannot hold every slot.
+// slots bounds the uploads stored at once (UPLOAD_CONCURRENCY) and one user's share of
+// them (half, at least one), so that one user's uploads, idle or not, cannot hold every
+// slot. An upload beyond them waits its turn for up to UPLOAD_SLOT_WAIT: a burst of one
+// user's small uploads goes through one after the other instead of being refused.
 type slots struct {
 	free    chan struct{}
 	perUser int
+	wait    time.Duration
 
-	mu     sync.Mutex
-	byUser map[string]int
+	mu      sync.Mutex
+	byUser  map[string]int
+	changed chan struct{} // closed, and replaced, whenever a slot is released
 }
 
-func newSlots(n int) *slots {
-	return &slots{free: make(chan struct{}, n), perUser: max(1, n/2), byUser: map[string]int{}}
+func newSlots(n int, wait time.Duration) *slots {
+	return &slots{free: make(chan struct{}, n), perUser: max(1, n/2), wait: wait,
+		byUser: map[string]int{}, changed: make(chan struct{})}
 }
 
-// take returns the slot's release, or false when every slot or the user's share is taken.
-func (s *slots) take(user string) (release func(), ok bool) {
+// take returns the slot's release, or false when no slot for the user came free within
+// the wait (or ctx ended first).
+func (s *slots) take(ctx context.Context, user string) (release func(), ok bool) {
+	timeout := time.NewTimer(s.wait)
+	defer timeout.Stop()
+	for {
+		release, changed := s.tryTake(user)
+		if release != nil {
+			return release, true
+		}
+		select {
+		case <-changed:
+		case <-timeout.C:
+			return nil, false
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+// tryTake takes a slot for the user if one is free, or returns what to wait on.
+func (s *slots) tryTake(user string) (release func(), changed <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byUser[user] >= s.perUser {
-		return nil, false
+		return nil, s.changed
 	}
 	select {
 	case s.free <- struct{}{}:
 	default:
-		return nil, false
+		return nil, s.changed
 	}
 	s.byUser[user]++
 	return func() {
@@ -44,7 +69,9 @@ func (s *slots) take(user string) (release func(), ok bool) {
 			delete(s.byUser, user)
 		}
 		<-s.free
-	}, true
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}, nil
 }
 
 // errIdle: the client sent nothing for UPLOAD_IDLE_TIMEOUT.

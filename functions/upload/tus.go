@@ -281,7 +281,7 @@ func (s *state) startReceiving(w http.ResponseWriter, r *http.Request, who ident
 	if r.ContentLength > u.Length-offset {
 		return nil, &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("more bytes than the %d declared in Upload-Length", u.Length)}
 	}
-	release, ok := s.slots.take(who.UserID)
+	release, ok := s.slots.take(r.Context(), who.UserID)
 	if !ok {
 		return nil, &httpError{status: http.StatusServiceUnavailable, msg: "too many uploads at once, try again in a few seconds", retryAfter: 5 * time.Second}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,6 +103,55 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	if status(err) != http.StatusNotFound {
 		t.Fatalf("stranger's /download: %v, want 404", err)
+	}
+}
+
+// One user sends 16 small uploads at once, with plain HTTP and no retries: all 16 are
+// accepted (the host queues what upload's containerConcurrency does not admit, and upload
+// lets the user's uploads beyond their share wait their turn) and all 16 are converted,
+// one email each. Before, 4 were accepted and 12 refused with 503.
+func TestOneUsersBurstOfUploadsAllConvert(t *testing.T) {
+	e := startStack(t, stacktest.Options{})
+	video := stacktest.Video(t, t.TempDir(), "clip.mp4", 6) // about 90 KB, as in issue 16
+	body, err := os.ReadFile(video)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := e.Client(e.AddUser(t, "burst@example.com"))
+	const n = 16
+	fids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for k := range n {
+		wg.Go(func() {
+			up, err := user.Upload(context.Background(), bytes.NewReader(body), int64(len(body)), fmt.Sprintf("clip-%d.mp4", k), "video/mp4")
+			fids[k], errs[k] = up.VideoFID, err
+		})
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			t.Errorf("upload %d of %d bytes: %v", k, len(body), err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	mailed := map[string]bool{}
+	for range n {
+		m := nextMail(t, e.Mail)
+		if !strings.Contains(m.subject, "Your MP3 is ready") {
+			t.Errorf("mail %q, want an MP3 ready", m.subject)
+		}
+		mailed[m.subject] = true
+	}
+	if len(mailed) != n {
+		t.Errorf("%d distinct emails, want %d", len(mailed), n)
+	}
+	for _, fid := range fids {
+		if j := jobOf(t, e, fid); j.State != "done" {
+			t.Errorf("job %s: %s %s", fid, j.State, j.Reason)
+		}
 	}
 }
 
