@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -37,12 +38,13 @@ type videoServer struct {
 // serveVideo starts serving the video oid (mongo.ErrFileNotFound when there is none).
 func (d *delivery) serveVideo(ctx context.Context, oid bson.ObjectID) (*videoServer, error) {
 	// Opening reads the files document: a missing video is known before any tool runs.
-	probe, err := OpenGridFSReader(ctx, d.videosDB(), "fs", oid, 0)
+	db := d.videosDB()
+	file, err := OpenGridFSReader(ctx, db, "fs", oid, 0)
 	if err != nil {
 		return nil, err
 	}
-	size := probe.Length()
-	probe.Close()
+	size := file.Length()
+	file.Close()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -59,7 +61,7 @@ func (d *delivery) serveVideo(ctx context.Context, oid bson.ObjectID) (*videoSer
 				http.NotFound(w, r)
 				return
 			}
-			f := &storedVideo{ctx: r.Context(), d: d, oid: oid, size: size}
+			f := &storedVideo{ctx: r.Context(), db: db, oid: oid, size: size}
 			defer f.Close()
 			w.Header().Set("Content-Type", "application/octet-stream") // no sniffing read
 			http.ServeContent(w, r, "", time.Time{}, f)
@@ -99,7 +101,7 @@ func (v *videoServer) failed(err error) {
 // the offset, and the first read after it opens a GridFS reader there.
 type storedVideo struct {
 	ctx  context.Context
-	d    *delivery
+	db   *mongo.Database
 	oid  bson.ObjectID
 	size int64
 
@@ -130,7 +132,7 @@ func (f *storedVideo) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if f.r == nil {
-		r, err := OpenGridFSReader(f.ctx, f.d.videosDB(), "fs", f.oid, f.pos)
+		r, err := OpenGridFSReader(f.ctx, f.db, "fs", f.oid, f.pos)
 		if err != nil {
 			f.err = err
 			return 0, err

@@ -7,7 +7,6 @@ package function
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -97,23 +96,12 @@ func (f *Function) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	release, ok := s.slots.take(r.Context(), who.UserID)
 	if !ok {
-		w.Header().Set("Retry-After", "5")
-		refuse(w, http.StatusServiceUnavailable, "too many uploads at once, try again in a few seconds")
+		w.Header().Set("Connection", "close") // don't wait for a body we will not read
+		errNoSlot.write(w)
 		return
 	}
 	defer release()
-	// func-go's server cuts requests after 30 s; a big upload legitimately takes
-	// longer, so an identified caller gets UPLOAD_TIMEOUT to send the body, and
-	// a minute more to hear the answer (also when the body was cut off).
-	rc := http.NewResponseController(w)
-	deadline := time.Now().Add(s.timeout)
-	if err := rc.SetReadDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		f.log.Warn("cannot extend read deadline", "err", err)
-	}
-	if err := rc.SetWriteDeadline(deadline.Add(time.Minute)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		f.log.Warn("cannot extend write deadline", "err", err)
-	}
-	r.Body = http.MaxBytesReader(w, &idleBody{ReadCloser: r.Body, rc: rc, idle: s.idle, end: deadline}, s.maxBytes)
+	r.Body = s.timedBody(w, r, s.maxBytes)
 
 	src, herr := openSource(r)
 	if herr != nil {

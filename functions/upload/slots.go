@@ -74,6 +74,26 @@ func (s *slots) tryTake(user string) (release func(), changed <-chan struct{}) {
 	}, nil
 }
 
+// errNoSlot answers an upload that found no slot within UPLOAD_SLOT_WAIT.
+var errNoSlot = &httpError{status: http.StatusServiceUnavailable,
+	msg: "too many uploads at once, try again in a few seconds", retryAfter: 5 * time.Second}
+
+// timedBody is r's body for an identified caller, at most limit bytes. func-go's server
+// cuts requests after 30 s; a big upload legitimately takes longer, so the caller gets
+// UPLOAD_TIMEOUT to send the body and a minute more to hear the answer (also when the body
+// was cut off), and a body that sends nothing for UPLOAD_IDLE_TIMEOUT is ended.
+func (s *state) timedBody(w http.ResponseWriter, r *http.Request, limit int64) io.ReadCloser {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(s.timeout)
+	if err := rc.SetReadDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.log.Warn("cannot extend read deadline", "err", err)
+	}
+	if err := rc.SetWriteDeadline(deadline.Add(time.Minute)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.log.Warn("cannot extend write deadline", "err", err)
+	}
+	return http.MaxBytesReader(w, &idleBody{ReadCloser: r.Body, rc: rc, idle: s.idle, end: deadline}, limit)
+}
+
 // errIdle: the client sent nothing for UPLOAD_IDLE_TIMEOUT.
 var errIdle = errors.New("no data received for UPLOAD_IDLE_TIMEOUT")
 

@@ -283,7 +283,7 @@ func (s *state) startReceiving(w http.ResponseWriter, r *http.Request, who ident
 	}
 	release, ok := s.slots.take(r.Context(), who.UserID)
 	if !ok {
-		return nil, &httpError{status: http.StatusServiceUnavailable, msg: "too many uploads at once, try again in a few seconds", retryAfter: 5 * time.Second}
+		return nil, errNoSlot
 	}
 	held := []func(){release}
 	defer func() {
@@ -307,16 +307,7 @@ func (s *state) startReceiving(w http.ResponseWriter, r *http.Request, who ident
 		}
 	}
 
-	// As POST /upload: UPLOAD_TIMEOUT for the body, UPLOAD_IDLE_TIMEOUT between bytes.
-	rc := http.NewResponseController(w)
-	deadline := time.Now().Add(s.timeout)
-	if err := rc.SetReadDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		s.log.Warn("cannot extend read deadline", "err", err)
-	}
-	if err := rc.SetWriteDeadline(deadline.Add(time.Minute)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		s.log.Warn("cannot extend write deadline", "err", err)
-	}
-	body := http.MaxBytesReader(w, &idleBody{ReadCloser: r.Body, rc: rc, idle: s.idle, end: deadline}, u.Length-offset)
+	body := s.timedBody(w, r, u.Length-offset) // as POST /upload
 	rcv = &receiver{u: u, offset: offset, body: &bodyReader{r: body}, sum: sum, want: want}
 	if u.ContentType == "" { // the first bytes of the file: refuse what is not media now
 		head := make([]byte, min(int64(sniffLen), u.Length))
